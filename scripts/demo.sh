@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up and run the demo: build -> push -> pull -> copy, offline, on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+node dist/cli/demo.js "$@"

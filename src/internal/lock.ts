@@ -1,0 +1,74 @@
+// An exclusive lock between processes on one machine: a lock file created with O_EXCL that
+// holds the owner's pid. A lock whose owner is dead is stale and is broken. Waiters poll
+// with backoff until a timeout (ERR_LOCK_TIMEOUT).
+
+import { open, readFile, rename, rm } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { StratumError } from '../errors/errors.js';
+import { tempName } from './fs.js';
+
+function alive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function tryBreakStale(path: string): Promise<void> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    return;
+  }
+  const pid = Number.parseInt(text, 10);
+  // an empty file is a lock being written right now; leave it
+  if (!Number.isInteger(pid) || pid <= 0 || alive(pid)) return;
+  // move aside first so two breakers cannot both delete a fresh lock
+  const aside = tempName(`${path}.stale`);
+  try {
+    await rename(path, aside);
+  } catch {
+    return;
+  }
+  const again = await readFile(aside, 'utf8').catch(() => '');
+  if (Number.parseInt(again, 10) === pid) await rm(aside, { force: true });
+  else await rename(aside, path).catch(() => {});
+}
+
+/** Run fn while holding the lock file at `path`. Re-entrant within one process is NOT supported. */
+export async function withFileLock<T>(
+  path: string,
+  fn: () => Promise<T>,
+  opts: { timeoutMs?: number } = {},
+): Promise<T> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
+  let delay = 2;
+  for (;;) {
+    try {
+      const fh = await open(path, 'wx', 0o644);
+      try {
+        await fh.writeFile(String(process.pid));
+      } finally {
+        await fh.close();
+      }
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    await tryBreakStale(path);
+    if (Date.now() > deadline) {
+      throw new StratumError('ERR_LOCK_TIMEOUT', `timed out waiting for lock ${path}`);
+    }
+    await sleep(delay);
+    delay = Math.min(delay * 2, 100);
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(path, { force: true });
+  }
+}
