@@ -3,6 +3,7 @@
 // with backoff until a timeout (ERR_LOCK_TIMEOUT).
 
 import { open, readFile, rename, rm } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StratumError } from '../errors/errors.js';
 import { tempName } from './fs.js';
@@ -28,7 +29,8 @@ async function tryBreakStale(path: string): Promise<void> {
   // an empty file is a lock being written right now; leave it
   if (!Number.isInteger(pid) || pid <= 0 || alive(pid)) return;
   // move aside first so two breakers cannot both delete a fresh lock
-  const aside = tempName(`${path}.stale`);
+  // a sibling of the lock file (tempName's first argument is a directory)
+  const aside = tempName(dirname(path), `${basename(path)}.stale-`);
   try {
     await rename(path, aside);
   } catch {
