@@ -1,0 +1,264 @@
+// Blob uploads (distribution spec "pushing blobs"):
+// - POST /v2/<name>/blobs/uploads/ opens a session; its Location (absolute or relative) is
+//   where the next request goes, and every answer may move it.
+// - Up to `chunkSize` bytes: one PUT <location>?digest=<d> that streams the body with
+//   Content-Length = size (or, optionally, a single POST ?digest= for in-memory bytes).
+// - Larger: PATCH chunks of max(chunkSize, OCI-Chunk-Min-Length) bytes with Content-Range
+//   `start-end`, then a closing PUT ?digest= without a body.
+// The bytes are hashed as they are read; a digest or size mismatch is found before the
+// closing PUT (chunked) or fails the streaming PUT, and nothing becomes visible. A failed
+// upload is cancelled (DELETE of the session, best effort).
+
+import type { Readable } from 'node:stream';
+import type { Content } from '../content/types.js';
+import { type Digest, Digester, VerifyingStream, verifyBytes } from '../digest/digest.js';
+import { DigestMismatchError, RegistryError, SizeMismatchError, StratumError } from '../errors/errors.js';
+import { toReadable } from '../internal/streams.js';
+import type { Descriptor } from '../spec/types.js';
+import { header, type RegistryClient, type RegistryResponse } from './client.js';
+import { discardBody } from './http-errors.js';
+
+export interface UploadContext {
+  readonly client: RegistryClient;
+  readonly registry: string;
+  readonly repository: string;
+  readonly scopes: readonly string[];
+  readonly what: string;
+  readonly signal?: AbortSignal | undefined;
+  readonly onProgress?: ((bytes: number) => void) | undefined;
+  /** Try a single POST ?digest= for in-memory content (falls back if the registry answers 202). */
+  readonly singlePost?: boolean;
+}
+
+function nextLocation(ctx: UploadContext, res: RegistryResponse, step: string): string {
+  const loc = header(res, 'location');
+  discardBody(res.body);
+  if (loc === undefined || loc === '') {
+    throw new RegistryError('ERR_REGISTRY', `${ctx.what}: the registry's ${step} answer has no Location`, {
+      status: res.status,
+      url: res.url.href,
+    });
+  }
+  return new URL(loc, res.url).href;
+}
+
+function withDigest(location: string, digest: Digest): string {
+  const u = new URL(location);
+  u.searchParams.set('digest', digest);
+  return u.href;
+}
+
+/** Cancel an upload session, ignoring failures. */
+export async function cancelUpload(ctx: UploadContext, location: string): Promise<void> {
+  try {
+    const res = await ctx.client.request({
+      registry: ctx.registry,
+      method: 'DELETE',
+      url: location,
+      headers: { 'content-length': '0' },
+      scopes: ctx.scopes,
+      what: `${ctx.what}: cancel upload`,
+      ok: [200, 202, 204, 404],
+      retry: false,
+    });
+    discardBody(res.body);
+  } catch {
+    // best effort: the registry times out abandoned sessions
+  }
+}
+
+/** Read a stream in pieces of exactly `size` bytes (the last may be shorter). */
+async function* pieces(source: AsyncIterable<Uint8Array>, size: number): AsyncGenerator<Buffer> {
+  let parts: Buffer[] = [];
+  let have = 0;
+  for await (const chunk of source) {
+    let c = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
+    while (c.byteLength > 0) {
+      const take = Math.min(size - have, c.byteLength);
+      parts.push(c.subarray(0, take));
+      have += take;
+      c = c.subarray(take);
+      if (have === size) {
+        yield Buffer.concat(parts, have);
+        parts = [];
+        have = 0;
+      }
+    }
+  }
+  if (have > 0) yield Buffer.concat(parts, have);
+}
+
+/** Upload one blob; resolves when the registry has committed it. */
+export async function uploadBlob(ctx: UploadContext, desc: Descriptor, content: Content): Promise<void> {
+  const chunkSize = ctx.client.chunkSize;
+  const base = `/v2/${ctx.repository}/blobs/uploads/`;
+
+  if (content instanceof Uint8Array) verifyBytes(content, desc.digest, desc.size, ctx.what);
+
+  // single POST with the digest, for bytes in memory
+  let opened: RegistryResponse;
+  if (ctx.singlePost && content instanceof Uint8Array && desc.size <= chunkSize) {
+    const body = content;
+    opened = await ctx.client.request({
+      registry: ctx.registry,
+      method: 'POST',
+      url: `${base}?digest=${encodeURIComponent(desc.digest)}`,
+      headers: { 'content-type': 'application/octet-stream', 'content-length': String(desc.size) },
+      body,
+      scopes: ctx.scopes,
+      what: ctx.what,
+      signal: ctx.signal,
+      ok: [201, 202],
+    });
+    if (opened.status === 201) {
+      discardBody(opened.body);
+      ctx.onProgress?.(desc.size);
+      return;
+    }
+  } else {
+    opened = await ctx.client.request({
+      registry: ctx.registry,
+      method: 'POST',
+      url: base,
+      headers: { 'content-length': '0' },
+      scopes: ctx.scopes,
+      what: ctx.what,
+      signal: ctx.signal,
+      ok: [202],
+    });
+  }
+  const minChunk = Number(header(opened, 'oci-chunk-min-length') ?? '0');
+  let location = nextLocation(ctx, opened, 'upload start');
+
+  try {
+    if (desc.size <= chunkSize) {
+      await monolithic(ctx, desc, content, location);
+    } else {
+      const size = Number.isSafeInteger(minChunk) && minChunk > chunkSize ? minChunk : chunkSize;
+      location = await chunked(ctx, desc, content, location, size, (l) => {
+        location = l;
+      });
+    }
+  } catch (e) {
+    await cancelUpload(ctx, location);
+    throw e;
+  }
+}
+
+async function monolithic(
+  ctx: UploadContext,
+  desc: Descriptor,
+  content: Content,
+  location: string,
+): Promise<void> {
+  let verifyError: unknown;
+  let body: Uint8Array | Readable;
+  if (content instanceof Uint8Array) {
+    body = content;
+  } else {
+    const verifier = new VerifyingStream({ digest: desc.digest, size: desc.size, what: ctx.what });
+    verifier.on('error', (e) => {
+      verifyError = e;
+    });
+    content.on('error', (e) => verifier.destroy(e));
+    if (ctx.onProgress) {
+      const report = ctx.onProgress;
+      verifier.on('data', (c: Buffer) => report(c.byteLength));
+    }
+    content.pipe(verifier);
+    body = verifier;
+  }
+  try {
+    const res = await ctx.client.request({
+      registry: ctx.registry,
+      method: 'PUT',
+      url: withDigest(location, desc.digest),
+      headers: { 'content-type': 'application/octet-stream', 'content-length': String(desc.size) },
+      body,
+      scopes: ctx.scopes,
+      what: ctx.what,
+      signal: ctx.signal,
+      ok: [201, 204],
+    });
+    discardBody(res.body);
+  } catch (e) {
+    if (verifyError !== undefined) throw verifyError;
+    // undici reports a short body as a content-length mismatch: say what it means
+    if ((e as { code?: string })?.code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') {
+      throw new StratumError('ERR_SIZE_MISMATCH', `${ctx.what}: the content is not ${desc.size} bytes long`, {
+        cause: e,
+      });
+    }
+    const cause = (e as { cause?: unknown })?.cause;
+    if (
+      cause instanceof StratumError &&
+      (cause.code === 'ERR_DIGEST_MISMATCH' || cause.code === 'ERR_SIZE_MISMATCH')
+    ) {
+      throw cause;
+    }
+    throw e;
+  }
+  if (content instanceof Uint8Array) ctx.onProgress?.(desc.size);
+}
+
+async function chunked(
+  ctx: UploadContext,
+  desc: Descriptor,
+  content: Content,
+  start: string,
+  size: number,
+  moved: (location: string) => void,
+): Promise<string> {
+  let location = start;
+  const digester = new Digester(desc.digest.slice(0, desc.digest.indexOf(':')) as 'sha256' | 'sha512');
+  let offset = 0;
+  const source = toReadable(content);
+  try {
+    for await (const piece of pieces(source, size)) {
+      digester.update(piece);
+      if (offset + piece.byteLength > desc.size) {
+        throw new SizeMismatchError(desc.size, offset + piece.byteLength, ctx.what);
+      }
+      const res = await ctx.client.request({
+        registry: ctx.registry,
+        method: 'PATCH',
+        url: location,
+        headers: {
+          'content-type': 'application/octet-stream',
+          'content-range': `${offset}-${offset + piece.byteLength - 1}`,
+          'content-length': String(piece.byteLength),
+        },
+        body: piece,
+        scopes: ctx.scopes,
+        what: `${ctx.what}: upload bytes ${offset}-${offset + piece.byteLength - 1}`,
+        signal: ctx.signal,
+        ok: [202, 204],
+      });
+      location = nextLocation(ctx, res, 'chunk');
+      moved(location);
+      offset += piece.byteLength;
+      ctx.onProgress?.(piece.byteLength);
+    }
+  } finally {
+    source.destroy();
+  }
+  if (offset !== desc.size) {
+    throw new SizeMismatchError(desc.size, offset, ctx.what);
+  }
+  const got = digester.digest();
+  if (got !== desc.digest) {
+    throw new DigestMismatchError(desc.digest, got, ctx.what);
+  }
+  const res = await ctx.client.request({
+    registry: ctx.registry,
+    method: 'PUT',
+    url: withDigest(location, desc.digest),
+    headers: { 'content-length': '0' },
+    scopes: ctx.scopes,
+    what: ctx.what,
+    signal: ctx.signal,
+    ok: [201, 204],
+  });
+  discardBody(res.body);
+  return location;
+}
