@@ -9,11 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { decompressStream, detectCompression } from '../compression/compression.js';
 import type { FetchOptions } from '../content/types.js';
 import { VerifyingStream } from '../digest/digest.js';
 import { abortError, StratumError } from '../errors/errors.js';
 import type { Descriptor } from '../spec/types.js';
-import { decompressStream, detectCompression } from './compression-shim.js';
 import { TarIndex, type TarMember } from './tar-index.js';
 
 export interface ArchiveOpenOptions {

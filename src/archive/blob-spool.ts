@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Content, PushOptions } from '../content/types.js';
+import type { Content, FetchOptions, PushOptions } from '../content/types.js';
 import { algorithmOf, type Digest, encodedOf, VerifyingStream } from '../digest/digest.js';
 import { abortError, StratumError, TooLargeError } from '../errors/errors.js';
 import { tempName } from '../internal/fs.js';
@@ -106,13 +106,25 @@ export class BlobSpool {
   }
 
   /** A stored blob as a stream, verified as it flows; ERR_NOT_FOUND if absent. */
-  async open(desc: Descriptor): Promise<Readable> {
+  async open(desc: Descriptor, opts: FetchOptions = {}): Promise<Readable> {
+    if (opts.signal?.aborted) throw abortError(opts.signal);
     if (!(await this.has(desc))) {
       throw new StratumError('ERR_NOT_FOUND', `${this.#what}: blob ${desc.digest} was not pushed`);
     }
     const v = new VerifyingStream({ digest: desc.digest, size: desc.size, what: `blob ${desc.digest}` });
     const src = createReadStream(this.path(desc.digest));
     src.on('error', (e) => v.destroy(e));
+    v.once('close', () => src.destroy());
+    if (opts.onProgress) {
+      const cb = opts.onProgress;
+      v.on('data', (c: Buffer) => cb(c.byteLength));
+    }
+    if (opts.signal) {
+      const signal = opts.signal;
+      const onAbort = () => v.destroy(abortError(signal));
+      signal.addEventListener('abort', onAbort, { once: true });
+      v.once('close', () => signal.removeEventListener('abort', onAbort));
+    }
     return src.pipe(v);
   }
 

@@ -10,6 +10,7 @@
 // way through manifest.json.
 
 import type { Readable } from 'node:stream';
+import { detectCompression } from '../compression/compression.js';
 import type { Content, FetchOptions, RootLister, Target } from '../content/types.js';
 import { type Digest, Digester, isDigest } from '../digest/digest.js';
 import { StratumError } from '../errors/errors.js';
@@ -31,7 +32,6 @@ import {
   verifiedBytesStream,
   verifiedMemberStream,
 } from './archive-file.js';
-import { detectCompression } from './compression-shim.js';
 import { normaliseMemberName, type TarIndex, type TarMember } from './tar-index.js';
 
 /** One image listed in manifest.json. */

@@ -16,7 +16,8 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Content, Finalizer, PushOptions, RootLister, Target } from '../content/types.js';
+import { decompressStream, detectCompression } from '../compression/compression.js';
+import type { Content, FetchOptions, Finalizer, PushOptions, RootLister, Target } from '../content/types.js';
 import {
   type Digest,
   digestBytes,
@@ -45,7 +46,6 @@ import type { Descriptor, DockerArchiveEntry, ImageManifest } from '../spec/type
 import { Limits } from '../spec/types.js';
 import { parseImageConfig, parseManifestDocument } from '../spec/validate.js';
 import { BlobSpool } from './blob-spool.js';
-import { decompressStream, detectCompression } from './compression-shim.js';
 import { writeTarAtomic } from './tar-writer.js';
 
 export interface ArchiveWriterOptions {
@@ -159,10 +159,9 @@ export class DockerArchiveWriter implements Target, Finalizer, RootLister {
     return this.#spool.has(desc);
   }
 
-  async fetch(desc: Descriptor, opts: { readonly signal?: AbortSignal } = {}): Promise<Readable> {
+  async fetch(desc: Descriptor, opts: FetchOptions = {}): Promise<Readable> {
     this.#checkReadable();
-    if (opts.signal?.aborted) throw abortError(opts.signal);
-    return this.#spool.open(desc);
+    return this.#spool.open(desc, opts);
   }
 
   async tag(desc: Descriptor, ref: string): Promise<void> {

@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { watch } from 'node:fs';
 import { readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import { compressStream, zstdSupport } from '../compression/compression.js';
 import { type Digest, digestBytes, encodedOf } from '../digest/digest.js';
 import { StratumError } from '../errors/errors.js';
 import { MediaType } from '../spec/media-types.js';
@@ -541,4 +543,91 @@ test('the reader is read-only', async (t) => {
   const m = await r.manifest('ro:1');
   const wrong = { ...m.layers[0]!, size: m.layers[0]!.size - 1 };
   await assert.rejects(readStream(await r.fetch(wrong)), isCode('ERR_SIZE_MISMATCH'));
+});
+
+// ---- zstd: layers and whole archives ----
+
+async function zstd(data: Buffer): Promise<Buffer> {
+  return readStream(Readable.from([data]).pipe(compressStream('zstd')));
+}
+
+const zstdSkip = (() => {
+  const s = zstdSupport();
+  return s.node || s.program
+    ? false
+    : 'no zstd codec on this machine (neither node:zlib nor the zstd program)';
+})();
+
+test('zstd layers: the writer decompresses them into the archive; the reader detects zstd members', {
+  skip: zstdSkip,
+}, async (t) => {
+  const dir = await tempDir(t);
+  const tar = await makeTar([{ path: 'z.txt', content: 'zstd layer\n'.repeat(100) }]);
+  const diffId = digestBytes(tar);
+  const layer = blob(MediaType.OciLayerZstd, await zstd(tar));
+  const config = blob(
+    MediaType.OciConfig,
+    Buffer.from(
+      JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [diffId] } }),
+    ),
+  );
+  const manifest = blob(
+    MediaType.OciManifest,
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.OciManifest,
+        config: config.descriptor,
+        layers: [layer.descriptor],
+      }),
+    ),
+  );
+  const file = join(dir, 'z.tar');
+  const w = await createDockerArchive(file, { tmpDir: dir });
+  t.after(() => w.close());
+  for (const b of [layer, config, manifest]) await w.push(b.descriptor, b.bytes);
+  await w.tag(manifest.descriptor, 'z:1');
+  await w.finalize();
+  assert.ok((await listMembers(file)).includes(`${encodedOf(diffId)}.tar`));
+  const r = await openDockerArchive(file);
+  t.after(() => r.close());
+  const m = await r.manifest('z:1');
+  assert.deepEqual(
+    m.layers.map((l) => [l.mediaType, l.digest]),
+    [[MediaType.OciLayer, diffId]],
+  );
+
+  // a hand-made archive keeping the zstd layer as is: media type by magic bytes
+  const kept = join(dir, 'kept.tar');
+  const cfgName = `${encodedOf(config.descriptor.digest)}.json`;
+  await writeTar(kept, [
+    { name: cfgName, data: config.bytes },
+    { name: 'layer.tar.zst', data: layer.bytes },
+    {
+      name: 'manifest.json',
+      data: JSON.stringify([{ Config: cfgName, RepoTags: ['k:1'], Layers: ['layer.tar.zst'] }]),
+    },
+  ]);
+  const k = await openDockerArchive(kept);
+  t.after(() => k.close());
+  assert.deepEqual(
+    (await k.manifest('k:1')).layers.map((l) => [l.mediaType, l.digest]),
+    [[MediaType.OciLayerZstd, layer.descriptor.digest]],
+  );
+
+  // and the whole archive zstd-compressed
+  const zfile = join(dir, 'z.tar.zst');
+  await writeFile(zfile, await zstd(await readFile(file)));
+  const zr = await openDockerArchive(zfile, { tmpDir: dir });
+  t.after(() => zr.close());
+  assert.equal((await zr.resolve('z:1')).digest, (await r.resolve('z:1')).digest);
+});
+
+test('hostile: a corrupt gzip-compressed archive is ERR_INVALID_ARCHIVE', async (t) => {
+  const dir = await tempDir(t);
+  const file = join(dir, 'bad.tar.gz');
+  const gz = gzipSync(await tarBytes([{ name: 'manifest.json', data: '[]' }]));
+  await writeFile(file, gz.subarray(0, gz.length - 10));
+  await assert.rejects(openDockerArchive(file, { tmpDir: dir }), isCode('ERR_INVALID_ARCHIVE'));
+  assert.deepEqual((await readdir(dir)).sort(), ['bad.tar.gz'], 'the decompressed temp copy is removed');
 });

@@ -9,9 +9,9 @@
 // (an untagged root, as `skopeo copy ... oci:DIR` leaves one).
 
 import type { Readable } from 'node:stream';
-import type { Content, Finalizer, PushOptions, RootLister, Target } from '../content/types.js';
+import type { Content, FetchOptions, Finalizer, PushOptions, RootLister, Target } from '../content/types.js';
 import { algorithmOf, type Digest, encodedOf, isDigest, verifyBytes } from '../digest/digest.js';
-import { abortError, StratumError } from '../errors/errors.js';
+import { StratumError } from '../errors/errors.js';
 import { readAll, toReadable } from '../internal/streams.js';
 import { isManifestMediaType, MediaType } from '../spec/media-types.js';
 import type { Descriptor, ImageIndex } from '../spec/types.js';
@@ -115,10 +115,9 @@ export class OciArchiveWriter implements Target, Finalizer, RootLister {
     return this.#spool.has(desc);
   }
 
-  async fetch(desc: Descriptor, opts: { readonly signal?: AbortSignal } = {}): Promise<Readable> {
+  async fetch(desc: Descriptor, opts: FetchOptions = {}): Promise<Readable> {
     this.#checkReadable();
-    if (opts.signal?.aborted) throw abortError(opts.signal);
-    return this.#spool.open(desc);
+    return this.#spool.open(desc, opts);
   }
 
   async tag(desc: Descriptor, ref: string): Promise<void> {
