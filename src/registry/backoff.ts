@@ -30,7 +30,8 @@ export function parseRetryAfter(value: string | undefined, now = Date.now()): nu
   if (value === undefined) return undefined;
   const v = value.trim();
   if (/^\d{1,10}$/.test(v)) return Number(v) * 1000;
-  if (v.length > 64) return undefined;
+  // an HTTP date names its weekday and month; Date.parse alone would take '-5' for a year
+  if (v.length > 64 || !/^[A-Za-z]{3},/.test(v)) return undefined;
   const t = Date.parse(v);
   if (Number.isNaN(t)) return undefined;
   return Math.max(0, t - now);

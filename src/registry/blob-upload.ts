@@ -9,7 +9,7 @@
 // closing PUT (chunked) or fails the streaming PUT, and nothing becomes visible. A failed
 // upload is cancelled (DELETE of the session, best effort).
 
-import type { Readable } from 'node:stream';
+import { type Readable, Transform } from 'node:stream';
 import type { Content } from '../content/types.js';
 import { type Digest, Digester, VerifyingStream, verifyBytes } from '../digest/digest.js';
 import { DigestMismatchError, RegistryError, SizeMismatchError, StratumError } from '../errors/errors.js';
@@ -161,12 +161,20 @@ async function monolithic(
       verifyError = e;
     });
     content.on('error', (e) => verifier.destroy(e));
-    if (ctx.onProgress) {
-      const report = ctx.onProgress;
-      verifier.on('data', (c: Buffer) => report(c.byteLength));
-    }
     content.pipe(verifier);
     body = verifier;
+    if (ctx.onProgress) {
+      // count what undici takes; a 'data' listener would race it for the chunks
+      const report = ctx.onProgress;
+      const counter = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          report(chunk.byteLength);
+          cb(null, chunk);
+        },
+      });
+      verifier.on('error', (e) => counter.destroy(e));
+      body = verifier.pipe(counter);
+    }
   }
   try {
     const res = await ctx.client.request({

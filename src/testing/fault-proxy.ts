@@ -6,7 +6,7 @@
 //   truncate  send only the first N body bytes, with a Content-Length that says so
 //   corrupt   flip one byte of the body
 //   redirect  answer a redirect to another URL
-//   headers   forward, but rewrite response headers
+//   headers   forward, but rewrite response headers (or drop request headers)
 // The Host header is passed through, so Location URLs the registry builds point back at
 // the proxy. Every request is recorded (method, url, headers).
 
@@ -37,8 +37,11 @@ export type FaultAction =
     }
   | {
       readonly kind: 'headers';
+      /** Response headers to set or remove. */
       readonly set?: Readonly<Record<string, string>>;
       readonly remove?: readonly string[];
+      /** Request headers not passed upstream (e.g. `range`, to play a registry that ignores it). */
+      readonly removeRequest?: readonly string[];
     };
 
 export interface FaultRule {
@@ -99,13 +102,16 @@ export async function startFaultProxy(
   };
 
   const forward = (req: IncomingMessage, res: ServerResponse, action: FaultAction | undefined) => {
+    const reqHeaders = { ...req.headers };
+    if (action?.kind === 'headers')
+      for (const k of action.removeRequest ?? []) delete reqHeaders[k.toLowerCase()];
     const upReq = request(
       {
         host: up.hostname,
         port: up.port,
         method: req.method,
         path: req.url,
-        headers: req.headers,
+        headers: reqHeaders,
       },
       (upRes) => {
         const headers: Record<string, string | string[]> = {};
