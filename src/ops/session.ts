@@ -1,0 +1,83 @@
+// A Session holds what operations share: the store root, one registry client (connections,
+// tokens, credentials), TLS settings and the temp directory. Close it when done.
+
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Target } from '../content/types.js';
+import { openLayout } from '../layout/layout.js';
+import { RegistryClient, type RegistryClientOptions } from '../registry/client.js';
+import { type CredentialSource, DockerConfigCredentials } from '../registry/credentials.js';
+import { type Location, parseLocation } from '../transport/location.js';
+import { type Opened, openDestination, openSource } from '../transport/open.js';
+
+export interface SessionOptions {
+  /** The local store's directory (default $STRATUM_ROOT, /var/lib/stratum for root, else ~/.local/share/stratum). */
+  readonly root?: string;
+  /** Verify registry TLS certificates (default true); false also allows plain HTTP. */
+  readonly tlsVerify?: boolean;
+  /** Registries spoken to over plain HTTP (loopback registries always are). */
+  readonly insecureHosts?: readonly string[];
+  /** Credentials (default: ~/.docker/config.json and its helpers). */
+  readonly credentials?: CredentialSource;
+  /** More registry client options. */
+  readonly registry?: Omit<RegistryClientOptions, 'credentials' | 'tlsVerify' | 'insecureHosts'>;
+  /** Temporary files (default os.tmpdir()). */
+  readonly tmpDir?: string;
+}
+
+/** The default store root for this user. */
+export function defaultStoreRoot(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.STRATUM_ROOT) return env.STRATUM_ROOT;
+  if (process.getuid?.() === 0) return '/var/lib/stratum';
+  return join(env.XDG_DATA_HOME || join(homedir(), '.local', 'share'), 'stratum');
+}
+
+export class Session {
+  readonly root: string;
+  readonly tmpDir: string;
+  readonly #opts: SessionOptions;
+  #client: RegistryClient | undefined;
+  #store: Promise<Target> | undefined;
+
+  constructor(opts: SessionOptions = {}) {
+    this.#opts = opts;
+    this.root = opts.root ?? defaultStoreRoot();
+    this.tmpDir = opts.tmpDir ?? tmpdir();
+  }
+
+  get client(): RegistryClient {
+    this.#client ??= new RegistryClient({
+      ...this.#opts.registry,
+      credentials: this.#opts.credentials ?? new DockerConfigCredentials(),
+      ...(this.#opts.tlsVerify === undefined ? {} : { tlsVerify: this.#opts.tlsVerify }),
+      ...(this.#opts.insecureHosts ? { insecureHosts: this.#opts.insecureHosts } : {}),
+    });
+    return this.#client;
+  }
+
+  /** The local store (created on first use). */
+  store(): Promise<Target> {
+    this.#store ??= openLayout(this.root, { create: true });
+    return this.#store;
+  }
+
+  #ctx() {
+    return { client: this.client, store: () => this.store(), tmpDir: this.tmpDir };
+  }
+
+  openSource(loc: Location | string): Promise<Opened> {
+    return openSource(typeof loc === 'string' ? parseLocation(loc) : loc, this.#ctx());
+  }
+
+  openDestination(loc: Location | string, source?: Location): Promise<Opened> {
+    return openDestination(typeof loc === 'string' ? parseLocation(loc) : loc, this.#ctx(), source);
+  }
+
+  async close(): Promise<void> {
+    const store = this.#store;
+    this.#store = undefined;
+    if (store) await (await store.catch(() => undefined))?.close();
+    await this.#client?.close();
+    this.#client = undefined;
+  }
+}
