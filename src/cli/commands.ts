@@ -2,16 +2,20 @@
 // the result (text for people, --json for programs). No logic of their own.
 
 import { readFile } from 'node:fs/promises';
-import { StratumError } from '../errors/errors.js';
 import { parsePlatform } from '../image/platform.js';
+import type { Store } from '../layout/store.js';
 import { type CopyImageOptions, type CopyImageResult, copyImage, pull, push } from '../ops/copy-image.js';
+import { importTarball } from '../ops/import.js';
 import { inspect, inspectConfig, inspectRaw } from '../ops/inspect.js';
 import { Session, type SessionOptions } from '../ops/session.js';
+import { familiarName, familiarString, parseNormalizedReference } from '../reference/reference.js';
 import { login, logout } from '../registry/credentials.js';
 import type { LayerCompression, ManifestFormat } from '../spec/media-types.js';
-import { formatLocation } from '../transport/location.js';
+import type { ContainerConfig } from '../spec/types.js';
+import { formatLocation, type Location, parseLocation } from '../transport/location.js';
+import { storeRefName } from '../transport/open.js';
 import { type GLOBAL_OPTIONS, type OptionSpec, type Parsed, parse, UsageError } from './args.js';
-import { ProgressPrinter } from './progress.js';
+import { formatBytes, ProgressPrinter } from './progress.js';
 
 export interface CommandContext {
   readonly signal: AbortSignal;
@@ -152,7 +156,96 @@ function copyCommand(
   };
 }
 
+/** docker import's `-c` changes: CMD, ENTRYPOINT (JSON or shell form), ENV, WORKDIR, USER. */
+function parseChanges(changes: readonly string[]): ContainerConfig {
+  const c: { -readonly [K in keyof ContainerConfig]: ContainerConfig[K] } = {};
+  const words = (rest: string): string[] => {
+    if (rest.startsWith('[')) {
+      try {
+        const v: unknown = JSON.parse(rest);
+        if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v;
+      } catch {}
+      throw new UsageError(`bad JSON array in change: ${rest}`);
+    }
+    return ['/bin/sh', '-c', rest];
+  };
+  for (const change of changes) {
+    const m = /^\s*([A-Za-z]+)\s+(.*)$/s.exec(change);
+    if (!m) throw new UsageError(`bad change ${JSON.stringify(change)}: want INSTRUCTION ARGS`);
+    const [, instr, rest] = m as unknown as [string, string, string];
+    switch (instr.toUpperCase()) {
+      case 'CMD':
+        c.Cmd = words(rest.trim());
+        break;
+      case 'ENTRYPOINT':
+        c.Entrypoint = words(rest.trim());
+        break;
+      case 'ENV': {
+        const kv = rest.trim().includes('=') ? rest.trim() : rest.trim().replace(/\s+/, '=');
+        c.Env = [...(c.Env ?? []), kv];
+        break;
+      }
+      case 'WORKDIR':
+        c.WorkingDir = rest.trim();
+        break;
+      case 'USER':
+        c.User = rest.trim();
+        break;
+      default:
+        throw new UsageError(
+          `unsupported change instruction ${instr}: use CMD, ENTRYPOINT, ENV, WORKDIR or USER`,
+        );
+    }
+  }
+  return c;
+}
+
 const NO_OPTIONS = {} as const satisfies OptionSpec;
+
+async function withStore<T>(v: Values, fn: (store: Store) => Promise<T>): Promise<T> {
+  const session = new Session(sessionOptions(v));
+  try {
+    return await fn(await session.store());
+  } finally {
+    await session.close();
+  }
+}
+
+function splitStoreRef(ref: string): { name: string; tag: string } {
+  try {
+    const r = parseNormalizedReference(ref);
+    return { name: familiarName(r), tag: r.tag ?? (r.digest ? '<none>' : '-') };
+  } catch {
+    return { name: ref, tag: '-' };
+  }
+}
+
+function ago(iso: string): string {
+  const s = (Date.now() - Date.parse(iso)) / 1000;
+  if (!Number.isFinite(s)) return '-';
+  const units: [number, string][] = [
+    [365 * 86400, 'year'],
+    [30 * 86400, 'month'],
+    [7 * 86400, 'week'],
+    [86400, 'day'],
+    [3600, 'hour'],
+    [60, 'minute'],
+  ];
+  for (const [n, u] of units) {
+    const k = Math.floor(s / n);
+    if (k >= 1) return `${k} ${u}${k > 1 ? 's' : ''} ago`;
+  }
+  return 'just now';
+}
+
+function formatTable(rows: readonly (readonly string[])[]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return (
+    rows
+      .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3))).join(''))
+      .join('\n') + '\n'
+  );
+}
 
 export const COMMANDS: Readonly<Record<string, Command>> = {
   copy: copyCommand(
@@ -209,6 +302,136 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
     },
   },
 
+  import: {
+    summary: 'Make a one-layer image from a root filesystem tarball, as docker import does',
+    usage: 'stratum import [-c \'CMD ["sh"]\']... [--platform OS/ARCH] TARBALL NAME[:TAG]',
+    async run(argv, ctx) {
+      const p = parse(
+        argv,
+        { change: { type: 'string', short: 'c', multiple: true }, platform: { type: 'string' } },
+        {
+          min: 2,
+          max: 2,
+          usage: this.usage,
+        },
+      );
+      if (p.values.help) return help(ctx, this);
+      const [tarball, name] = p.positionals as [string, string];
+      const loc = parseLocation(name);
+      if (loc.transport !== 'store')
+        throw new UsageError('import writes to the local store: give NAME[:TAG]');
+      const session = new Session(sessionOptions(p.values));
+      try {
+        const store = await session.store();
+        const desc = await importTarball(tarball, store, storeRefName(loc.reference), {
+          config: parseChanges(p.values.change ?? []),
+          signal: ctx.signal,
+          tmpDir: session.tmpDir,
+          ...(p.values.platform ? { platform: parsePlatform(p.values.platform) } : {}),
+        });
+        if (p.values.json) printJson(ctx, { ref: formatLocation(loc), digest: desc.digest });
+        else ctx.stdout.write(`Imported ${formatLocation(loc)}\nDigest: ${desc.digest}\n`);
+      } finally {
+        await session.close();
+      }
+      return 0;
+    },
+  },
+
+  images: {
+    summary: 'List the images in the local store',
+    usage: 'stratum images [--json] [--digests]',
+    async run(argv, ctx) {
+      const p = parse(argv, { digests: { type: 'boolean' } }, { min: 0, max: 0, usage: this.usage });
+      if (p.values.help) return help(ctx, this);
+      await withStore(p.values, async (store) => {
+        const rows = await store.images();
+        if (p.values.json) return printJson(ctx, rows);
+        const table = [['REPOSITORY', 'TAG', p.values.digests ? 'DIGEST' : 'ID', 'CREATED', 'SIZE']];
+        for (const r of rows) {
+          const { name, tag } = splitStoreRef(r.ref);
+          const id = p.values.digests
+            ? r.digest
+            : r.digest.slice(r.digest.indexOf(':') + 1, r.digest.indexOf(':') + 13);
+          table.push([name, tag, id, r.created ? ago(r.created) : '-', formatBytes(r.size)]);
+        }
+        ctx.stdout.write(formatTable(table));
+      });
+      return 0;
+    },
+  },
+
+  tag: {
+    summary: 'Give a store image another name',
+    usage: 'stratum tag SOURCE[:TAG] TARGET[:TAG]',
+    async run(argv, ctx) {
+      const p = parse(argv, NO_OPTIONS, { min: 2, max: 2, usage: this.usage });
+      if (p.values.help) return help(ctx, this);
+      const [from, to] = p.positionals.map((x) => parseLocation(x)) as [Location, Location];
+      if (from.transport !== 'store' || to.transport !== 'store')
+        throw new UsageError('tag works on store names: NAME[:TAG]');
+      await withStore(p.values, async (store) => {
+        const desc = await store.resolve(storeRefName(from.reference));
+        await store.tag(desc, storeRefName(to.reference));
+        if (p.values.json) printJson(ctx, { ref: storeRefName(to.reference), digest: desc.digest });
+      });
+      return 0;
+    },
+  },
+
+  rmi: {
+    summary: 'Remove names from the local store (blobs go at the next gc)',
+    usage: 'stratum rmi NAME[:TAG]...',
+    async run(argv, ctx) {
+      const p = parse(argv, NO_OPTIONS, { min: 1, max: 1000, usage: this.usage });
+      if (p.values.help) return help(ctx, this);
+      await withStore(p.values, async (store) => {
+        const removed: { ref: string; digest: string }[] = [];
+        for (const name of p.positionals) {
+          const loc = parseLocation(name);
+          if (loc.transport !== 'store') throw new UsageError(`rmi takes store names, not ${name}`);
+          for (const e of await store.rmi(storeRefName(loc.reference))) {
+            removed.push({ ref: e.ref ?? name, digest: e.descriptor.digest });
+            if (!p.values.json) ctx.stdout.write(`Untagged: ${familiarString(loc.reference)}\n`);
+          }
+        }
+        if (p.values.json) printJson(ctx, removed);
+      });
+      return 0;
+    },
+  },
+
+  gc: {
+    summary: 'Remove blobs no image in the store refers to',
+    usage: 'stratum gc',
+    async run(argv, ctx) {
+      const p = parse(argv, NO_OPTIONS, { min: 0, max: 0, usage: this.usage });
+      if (p.values.help) return help(ctx, this);
+      await withStore(p.values, async (store) => {
+        const r = await store.gc({ signal: ctx.signal });
+        if (p.values.json) return printJson(ctx, r);
+        ctx.stdout.write(`Removed ${r.removedBlobs.length} blobs, freed ${formatBytes(r.freedBytes)}\n`);
+      });
+      return 0;
+    },
+  },
+
+  verify: {
+    summary: 'Recheck every blob digest in the store, and that every referenced blob exists',
+    usage: 'stratum verify',
+    async run(argv, ctx) {
+      const p = parse(argv, NO_OPTIONS, { min: 0, max: 0, usage: this.usage });
+      if (p.values.help) return help(ctx, this);
+      return withStore(p.values, async (store) => {
+        const problems = await store.verify({ signal: ctx.signal });
+        if (p.values.json) printJson(ctx, { ok: problems.length === 0, problems });
+        else if (problems.length === 0) ctx.stdout.write(`Store ${store.root} verified: no problems\n`);
+        else for (const q of problems) ctx.stdout.write(`${q.problem}: ${q.digest}: ${q.detail}\n`);
+        return problems.length === 0 ? 0 : 1;
+      });
+    },
+  },
+
   login: {
     summary: 'Log in to a registry (checks the credentials, then stores them like docker)',
     usage: 'stratum login [-u USER] [-p PASSWORD | --password-stdin] HOST[:PORT]',
@@ -254,5 +477,3 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
     },
   },
 };
-
-export { Session, StratumError };

@@ -1,14 +1,14 @@
 // A Session holds what operations share: the store root, one registry client (connections,
 // tokens, credentials), TLS settings and the temp directory. Close it when done.
 
-import { homedir, tmpdir } from 'node:os';
-import { join } from 'node:path';
-import type { Target } from '../content/types.js';
-import { openLayout } from '../layout/layout.js';
+import { tmpdir } from 'node:os';
+import { defaultStoreRoot, openStore, type Store } from '../layout/store.js';
 import { RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 import { type CredentialSource, DockerConfigCredentials } from '../registry/credentials.js';
 import { type Location, parseLocation } from '../transport/location.js';
 import { type Opened, openDestination, openSource } from '../transport/open.js';
+
+export { defaultStoreRoot };
 
 export interface SessionOptions {
   /** The local store's directory (default $STRATUM_ROOT, /var/lib/stratum for root, else ~/.local/share/stratum). */
@@ -25,19 +25,12 @@ export interface SessionOptions {
   readonly tmpDir?: string;
 }
 
-/** The default store root for this user. */
-export function defaultStoreRoot(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.STRATUM_ROOT) return env.STRATUM_ROOT;
-  if (process.getuid?.() === 0) return '/var/lib/stratum';
-  return join(env.XDG_DATA_HOME || join(homedir(), '.local', 'share'), 'stratum');
-}
-
 export class Session {
   readonly root: string;
   readonly tmpDir: string;
   readonly #opts: SessionOptions;
   #client: RegistryClient | undefined;
-  #store: Promise<Target> | undefined;
+  #store: Promise<Store> | undefined;
 
   constructor(opts: SessionOptions = {}) {
     this.#opts = opts;
@@ -56,8 +49,8 @@ export class Session {
   }
 
   /** The local store (created on first use). */
-  store(): Promise<Target> {
-    this.#store ??= openLayout(this.root, { create: true });
+  store(): Promise<Store> {
+    this.#store ??= openStore({ root: this.root });
     return this.#store;
   }
 

@@ -1,0 +1,133 @@
+// The demo: the main job of stratum, offline, on loopback, printing each step and the
+// command it runs. Today: make a busybox image from this machine's busybox-static, push it
+// to a registry started on 127.0.0.1, pull it into an empty store, copy it to a docker
+// archive and back. (Run, build and `stratum serve` join it as they land.)
+
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, copyFile, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startRegistry } from '../testing/registry.js';
+
+const CLI = fileURLToPath(new URL('./main.js', import.meta.url));
+const BUSYBOX = '/bin/busybox';
+
+let stepNo = 0;
+function step(title: string): void {
+  stepNo++;
+  process.stdout.write(`\n\x1b[1m== ${stepNo}. ${title}\x1b[0m\n`);
+}
+
+function shellQuote(a: string): string {
+  return /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`;
+}
+
+function stratum(root: string, args: readonly string[], opts: { echo?: boolean } = {}): string {
+  process.stdout.write(`$ STRATUM_ROOT=${root} stratum ${args.map(shellQuote).join(' ')}\n`);
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    env: { ...process.env, STRATUM_ROOT: root },
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  if (opts.echo !== false) process.stdout.write(r.stdout);
+  if (r.status !== 0) throw new Error(`stratum ${args[0]} failed with exit code ${r.status}`);
+  return r.stdout;
+}
+
+async function makeRootfsTar(dir: string): Promise<string> {
+  if (!existsSync(BUSYBOX)) {
+    throw new Error(
+      `${BUSYBOX} is missing: install the busybox-static package (apt-get install busybox-static)`,
+    );
+  }
+  const rootfs = join(dir, 'rootfs');
+  for (const d of ['bin', 'etc', 'tmp', 'root', 'proc', 'sys', 'dev'])
+    await mkdir(join(rootfs, d), { recursive: true });
+  await chmod(join(rootfs, 'tmp'), 0o1777);
+  await copyFile(BUSYBOX, join(rootfs, 'bin', 'busybox'));
+  const applets = execFileSync(BUSYBOX, ['--list'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  for (const a of applets)
+    if (a !== 'busybox') await symlink('busybox', join(rootfs, 'bin', a)).catch(() => {});
+  const tar = join(dir, 'busybox-rootfs.tar');
+  execFileSync('tar', [
+    '--numeric-owner',
+    '--owner=0',
+    '--group=0',
+    '--sort=name',
+    '--mtime=@0',
+    '-C',
+    rootfs,
+    '-cf',
+    tar,
+    '.',
+  ]);
+  return tar;
+}
+
+async function main(): Promise<void> {
+  const work = await mkdtemp(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'stratum-demo-'));
+  const storeA = join(work, 'store-a');
+  const storeB = join(work, 'store-b');
+  let registry: Awaited<ReturnType<typeof startRegistry>> | undefined;
+  try {
+    step('Start a registry on loopback (Debian docker-registry)');
+    registry = await startRegistry();
+    process.stdout.write(`registry at http://${registry.host}\n`);
+
+    step("Make an image from this machine's busybox-static");
+    const tar = await makeRootfsTar(work);
+    stratum(storeA, [
+      'import',
+      '-c',
+      'CMD ["/bin/sh", "-c", "echo hello from stratum"]',
+      tar,
+      'demo/busybox:1',
+    ]);
+    stratum(storeA, ['images']);
+
+    const remote = `docker://${registry.host}/demo/busybox:1`;
+    step('Push it to the registry');
+    stratum(storeA, ['push', 'demo/busybox:1', remote]);
+
+    step('Pull it back into an empty store');
+    stratum(storeB, ['pull', remote]);
+    stratum(storeB, ['images']);
+
+    step('Push again: every blob already exists');
+    stratum(storeB, ['push', `${registry.host}/demo/busybox:1`]);
+
+    const archive = join(work, 'busybox.tar');
+    step('Copy it to a docker save archive, and back');
+    stratum(storeB, ['copy', `${registry.host}/demo/busybox:1`, `docker-archive:${archive}:demo/busybox:1`]);
+    stratum(storeB, ['copy', `docker-archive:${archive}`, 'demo/busybox:from-archive']);
+    const a = JSON.parse(
+      stratum(storeB, ['inspect', '--json', `${registry.host}/demo/busybox:1`], { echo: false }),
+    ) as {
+      Layers: string[];
+    };
+    const b = JSON.parse(
+      stratum(storeB, ['inspect', '--json', 'demo/busybox:from-archive'], { echo: false }),
+    ) as {
+      Layers: string[];
+    };
+    process.stdout.write(
+      `registry layers: ${a.Layers.join(', ')}\narchive layers:  ${b.Layers.join(', ')} (docker archives hold uncompressed layers)\n`,
+    );
+
+    step('Check the store');
+    stratum(storeB, ['verify']);
+    process.stdout.write(
+      '\nDemo finished: build (import) -> push -> pull -> archive round trip, all offline.\n',
+    );
+  } finally {
+    await registry?.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`demo failed: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exitCode = 1;
+});
