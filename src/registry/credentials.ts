@@ -196,9 +196,11 @@ export async function runCredentialHelper(
     const child = spawn(program, [action], {
       env: { ...(opts.env ?? process.env) } as NodeJS.ProcessEnv,
       stdio: ['pipe', 'pipe', 'pipe'],
-      timeout: opts.timeoutMs ?? 60_000,
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
+    // our own timer: spawn's `timeout` is never cleared when the program cannot start
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    timer.unref();
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let outLen = 0;
@@ -214,6 +216,7 @@ export async function runCredentialHelper(
     });
     child.stdin.on('error', () => {}); // a helper that exits without reading stdin
     child.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
       if (opts.signal?.aborted) return reject(abortError(opts.signal));
       reject(
         new StratumError(
@@ -226,6 +229,7 @@ export async function runCredentialHelper(
       );
     });
     child.on('close', (code, sig) => {
+      clearTimeout(timer);
       if (outLen > Limits.token) {
         reject(
           new StratumError(
