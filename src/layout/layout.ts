@@ -37,6 +37,7 @@ import { ANNOTATION_REF_NAME, type Descriptor, Limits } from '../spec/types.js';
 import { parseDescriptor, parseJsonLimited, parseManifestDocument } from '../spec/validate.js';
 import { pidInName, processAlive } from './liveness.js';
 import { checkRefName } from './ref-name.js';
+import { serialized } from './serialize.js';
 
 export const LAYOUT_VERSION = '1.0.0';
 /** Prefix of the temp files a push writes in the layout root. */
@@ -88,25 +89,6 @@ function errnoCode(e: unknown): string | undefined {
 
 function invalidLayout(dir: string, why: string, cause?: unknown): StratumError {
   return new StratumError('ERR_INVALID_LAYOUT', `${dir} is not a valid OCI image layout: ${why}`, { cause });
-}
-
-// Serialise index updates within this process before taking the file lock, so that
-// concurrent callers in one process queue instead of polling the lock file.
-const localQueues = new Map<string, Promise<void>>();
-
-async function serialized<T>(key: string, fn: () => Promise<T>): Promise<T> {
-  const prev = localQueues.get(key) ?? Promise.resolve();
-  const run = prev.then(() => fn());
-  const tail = run.then(
-    () => {},
-    () => {},
-  );
-  localQueues.set(key, tail);
-  try {
-    return await run;
-  } finally {
-    if (localQueues.get(key) === tail) localQueues.delete(key);
-  }
 }
 
 /** The descriptor without the ref name annotation (and without `annotations` if that empties it). */
@@ -684,12 +666,15 @@ export class LayoutTarget implements Target, Deleter, RootLister, TagLister {
     return out.filter((b): b is LayoutBlob => b !== undefined);
   }
 
-  /** Remove temp files left in the layout root by processes that are no longer alive. */
-  async cleanTemp(): Promise<number> {
+  /**
+   * Remove temp files left in the layout root by processes that are no longer alive (names
+   * `<prefix><pid>-...` with our prefixes, plus `extraPrefixes`). Returns how many.
+   */
+  async cleanTemp(extraPrefixes: readonly string[] = []): Promise<number> {
     let removed = 0;
     for (const name of await readdir(this.dir)) {
       let pid: number | undefined;
-      for (const prefix of [LAYOUT_TEMP_PREFIX, ...OTHER_TEMP_PREFIXES]) {
+      for (const prefix of [LAYOUT_TEMP_PREFIX, ...OTHER_TEMP_PREFIXES, ...extraPrefixes]) {
         pid ??= pidInName(name, prefix);
       }
       if (pid === undefined || processAlive(pid)) continue;
