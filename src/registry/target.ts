@@ -31,7 +31,13 @@ import {
   parseDigest,
   verifyBytes,
 } from '../digest/digest.js';
-import { DigestMismatchError, isStratumError, StratumError, TooLargeError } from '../errors/errors.js';
+import {
+  DigestMismatchError,
+  isStratumError,
+  SizeMismatchError,
+  StratumError,
+  TooLargeError,
+} from '../errors/errors.js';
 import { bytesStream, readAll } from '../internal/streams.js';
 import { isManifestMediaType, isSchema1MediaType, MANIFEST_ACCEPT, MediaType } from '../spec/media-types.js';
 import { type Descriptor, Limits } from '../spec/types.js';
@@ -203,6 +209,7 @@ export class RegistryTarget implements Target, Deleter, Mounter, TagLister, Refe
     what: string,
     signal: AbortSignal | undefined,
     accept = MANIFEST_ACCEPT,
+    expectedSize?: number,
   ): Promise<{ bytes: Buffer; digest: Digest; mediaType: string | undefined }> {
     const res = await this.client.request({
       registry: this.host,
@@ -226,6 +233,9 @@ export class RegistryTarget implements Target, Deleter, Mounter, TagLister, Refe
       throw new TooLargeError(`${what}: the manifest`, Limits.manifest);
     }
     const bytes = await readAll(res.body, Limits.manifest, `${what}: the manifest`);
+    if (expectedSize !== undefined && bytes.byteLength !== expectedSize) {
+      throw new SizeMismatchError(expectedSize, bytes.byteLength, what);
+    }
     const digest = digestBytes(bytes, expected ? algorithmOf(expected) : 'sha256');
     if (expected !== undefined && digest !== expected) throw new DigestMismatchError(expected, digest, what);
     return { bytes, digest, mediaType };
@@ -277,8 +287,7 @@ export class RegistryTarget implements Target, Deleter, Mounter, TagLister, Refe
     const accept = desc.mediaType === '' ? MANIFEST_ACCEPT : `${desc.mediaType}, ${MANIFEST_ACCEPT}`;
     for (let attempt = 0; ; attempt++) {
       try {
-        const { bytes } = await this.#getManifest(digest, digest, what, signal, accept);
-        verifyBytes(bytes, digest, desc.size, what);
+        const { bytes } = await this.#getManifest(digest, digest, what, signal, accept, desc.size);
         return bytes;
       } catch (e) {
         // bytes damaged on the way: they were never handed out, so asking again is safe

@@ -2,6 +2,7 @@
 // misbehaves on purpose, following a plan of rules. A rule matches requests by method and
 // path, lets the first `skip` matches through, then applies its fault `times` times:
 //   status    answer a status (500, 429 with Retry-After, ...) without asking upstream
+//   reset     close the connection without an answer
 //   drop      forward the headers and the first N body bytes, then cut the connection
 //   truncate  send only the first N body bytes, with a Content-Length that says so
 //   corrupt   flip one byte of the body
@@ -27,6 +28,7 @@ export type FaultAction =
       readonly body?: string;
       readonly headers?: Readonly<Record<string, string>>;
     }
+  | { readonly kind: 'reset' }
   | { readonly kind: 'drop'; readonly afterBytes: number }
   | { readonly kind: 'truncate'; readonly bytes: number }
   | { readonly kind: 'corrupt'; readonly at?: number }
@@ -193,6 +195,10 @@ export async function startFaultProxy(
         JSON.stringify({ errors: [{ code: 'UNKNOWN', message: `injected fault: HTTP ${action.status}` }] });
       res.writeHead(action.status, { ...headers, 'content-length': String(Buffer.byteLength(body)) });
       res.end(req.method === 'HEAD' ? undefined : body);
+      return;
+    }
+    if (action?.kind === 'reset') {
+      req.socket.destroy();
       return;
     }
     if (action?.kind === 'redirect') {
