@@ -91,7 +91,7 @@ export interface CopyResult {
 const sourceErrors = new WeakSet<object>();
 
 function markSource<T extends Readable>(s: T): T {
-  s.once('error', (e) => {
+  s.on('error', (e) => {
     if (typeof e === 'object' && e !== null) sourceErrors.add(e);
   });
   return s;
@@ -166,8 +166,15 @@ export class GraphCopier {
   readonly #sem: Semaphore;
   readonly #done = new Map<Digest, Promise<Descriptor>>();
   readonly stats: CopyStats = { copied: 0, skipped: 0, mounted: 0, bytes: 0 };
+  /** Aborted by the caller's signal, or by the first failure so no sibling transfer goes on. */
+  readonly #abort = new AbortController();
 
   constructor(src: Fetcher, dst: Storage, opts: CopyOptions = {}) {
+    const outer = opts.signal;
+    if (outer) {
+      if (outer.aborted) this.#abort.abort(outer.reason);
+      else outer.addEventListener('abort', () => this.#abort.abort(outer.reason), { once: true });
+    }
     this.#src = src;
     this.#srcTarget = 'resolve' in src ? (src as Target) : undefined;
     this.#dst = dst;
@@ -179,8 +186,12 @@ export class GraphCopier {
     this.#opts.onEvent?.(e);
   }
 
+  get #signal(): AbortSignal {
+    return this.#abort.signal;
+  }
+
   #check(): void {
-    if (this.#opts.signal?.aborted) throw abortError(this.#opts.signal);
+    if (this.#signal.aborted) throw abortError(this.#signal);
   }
 
   /** Copy a node (manifest, index or blob) once; concurrent callers share the work. */
@@ -189,6 +200,7 @@ export class GraphCopier {
     let p = this.#done.get(key);
     if (!p) {
       p = isManifestMediaType(desc.mediaType) ? this.#copyManifest(desc, isRoot) : this.#copyBlob(desc);
+      p.catch((e: unknown) => this.#abort.abort(e));
       this.#done.set(key, p);
     }
     return p;
@@ -196,13 +208,15 @@ export class GraphCopier {
 
   async #copyManifest(desc: Descriptor, isRoot: boolean): Promise<Descriptor> {
     this.#check();
-    const signal = this.#opts.signal;
-    const { document, bytes } = await onSide(
-      'source',
-      `fetch manifest ${desc.digest}`,
-      () => fetchManifest(this.#src, desc, signal ? { signal } : {}),
-      signal,
-    );
+    const signal = this.#signal;
+    const { document, bytes } =
+      this.#fetched.get(desc.digest) ??
+      (await onSide(
+        'source',
+        `fetch manifest ${desc.digest}`,
+        () => fetchManifest(this.#src, desc, { signal }),
+        signal,
+      ));
     const format = this.#opts.format;
     let out: Buffer = bytes;
     let outDesc: Descriptor = desc;
@@ -249,6 +263,12 @@ export class GraphCopier {
   }
 
   readonly #rootBytes = new Map<Digest, Buffer>();
+  readonly #fetched = new Map<Digest, Awaited<ReturnType<typeof fetchManifest>>>();
+
+  /** Hand over a manifest already fetched (and validated), so it is not fetched again. */
+  seed(desc: Descriptor, fetched: Awaited<ReturnType<typeof fetchManifest>>): void {
+    this.#fetched.set(desc.digest, fetched);
+  }
 
   /** Bytes of a root manifest not yet pushed (for ReferencePusher destinations). */
   rootBytes(d: Digest): Buffer | undefined {
@@ -270,7 +290,7 @@ export class GraphCopier {
   }
 
   async #pushManifest(desc: Descriptor, bytes: Buffer): Promise<void> {
-    const signal = this.#opts.signal;
+    const signal = this.#signal;
     const exists = await onSide('destination', `check manifest ${desc.digest}`, () =>
       this.#dst.exists(desc, signal ? { signal } : {}),
     );
@@ -307,13 +327,14 @@ export class GraphCopier {
     let p = this.#done.get(key);
     if (!p) {
       p = this.#convertLayer(desc, want);
+      p.catch((e: unknown) => this.#abort.abort(e));
       this.#done.set(key, p);
     }
     return p;
   }
 
   async #copyBlob(desc: Descriptor): Promise<Descriptor> {
-    const signal = this.#opts.signal;
+    const signal = this.#signal;
     const sopts = signal ? { signal } : {};
     return this.#sem.run(async () => {
       this.#check();
@@ -351,8 +372,10 @@ export class GraphCopier {
         signal,
       );
       markSource(stream);
-      const counted = stream.pipe(new Counter(onProgress));
-      stream.once('error', (e) => counted.destroy(e));
+      const counted = new Counter(onProgress);
+      // pipeline forwards a source error into `counted` and keeps it observed until the
+      // destination consumes it (the push's own rejection reports it)
+      pipeline(stream, counted).catch(() => {});
       await onSide(
         'destination',
         `push blob ${desc.digest}`,
@@ -367,7 +390,7 @@ export class GraphCopier {
   }
 
   async #convertLayer(desc: Descriptor, want: LayerCompression): Promise<Descriptor> {
-    const signal = this.#opts.signal;
+    const signal = this.#signal;
     const sopts = signal ? { signal } : {};
     const format = this.#opts.format ?? formatOf(desc);
     return this.#sem.run(async () => {
@@ -455,13 +478,16 @@ export async function copy(
   );
   opts.onEvent?.({ type: 'resolved', descriptor: source });
   let root = source;
+  const copier = new GraphCopier(src, dst, opts);
   if (!opts.all && isManifestMediaType(source.mediaType)) {
-    const { document } = await onSide(
+    const fetched = await onSide(
       'source',
       `fetch manifest ${source.digest}`,
       () => fetchManifest(src, source, sopts),
       signal,
     );
+    copier.seed(source, fetched);
+    const { document } = fetched;
     if (document.kind === 'index') {
       const want = opts.platform ?? hostPlatform();
       const picked = selectPlatform(document.index.manifests, want);
@@ -484,7 +510,6 @@ export async function copy(
     }
   }
   const { platform: _p, annotations: _a, ...rootDesc } = root;
-  const copier = new GraphCopier(src, dst, opts);
   const written = await copier.copyNode(rootDesc, true);
   const pending = copier.rootBytes(written.digest);
   if (dstRef !== undefined && dstRef !== '' && pending && isReferencePusher(dst)) {
