@@ -15,6 +15,7 @@ import { parseManifestDocument } from '../spec/validate.js';
 import { makeImage, pushImage, type TestImage } from '../testing/images.js';
 import { tempDir } from '../testing/tmp.js';
 import { LAYOUT_INDEX_LOCK, LAYOUT_TEMP_PREFIX, type LayoutTarget, openLayout } from './layout.js';
+import { openStore } from './store.js';
 
 const run = promisify(execFile);
 
@@ -145,5 +146,40 @@ describe('layout interop', () => {
     await readFully(ls, 'v3', img);
     const { stdout } = await run('skopeo', ['inspect', `oci:${src}:v3`]);
     assert.equal((JSON.parse(stdout) as { Digest: string }).Digest, img.manifest.descriptor.digest);
+  });
+
+  it('skopeo and umoci read the store directly, by full reference; skopeo writes into it', {
+    skip: skopeo || umociUnpack,
+  }, async (t) => {
+    const root = join(await tempDir(t), 'store');
+    const store = await openStore({ root });
+    t.after(() => store.close());
+    const img = await sampleImage();
+    await pushImage(store, img, 'docker.io/library/sample:latest'); // leaves a live lease
+    await store.tag(img.manifest.descriptor, '127.0.0.1:5000/app:1');
+    for (const ref of ['docker.io/library/sample:latest', '127.0.0.1:5000/app:1']) {
+      const { stdout } = await run('skopeo', ['inspect', `oci:${root}:${ref}`]);
+      assert.equal((JSON.parse(stdout) as { Digest: string }).Digest, img.manifest.descriptor.digest);
+    }
+    const ls = await run('umoci', ['ls', '--layout', root]);
+    assert.deepEqual(ls.stdout.trim().split('\n').sort(), [
+      '127.0.0.1:5000/app:1',
+      'docker.io/library/sample:latest',
+    ]);
+    const bundle = join(await tempDir(t), 'bundle');
+    await run('umoci', ['unpack', '--image', `${root}:docker.io/library/sample:latest`, bundle]);
+    assert.equal(await readFile(join(bundle, 'rootfs', 'etc', 'hello.txt'), 'utf8'), 'hello from stratum\n');
+
+    await run('skopeo', [
+      'copy',
+      '-q',
+      `oci:${root}:127.0.0.1:5000/app:1`,
+      `oci:${root}:example.com/copied:2`,
+    ]);
+    assert.equal((await store.resolve('example.com/copied:2')).digest, img.manifest.descriptor.digest);
+    await store.close();
+    assert.deepEqual((await store.gc()).removedBlobs, []);
+    assert.deepEqual(await store.verify(), []);
+    assert.equal((await store.images()).length, 3);
   });
 });
