@@ -91,9 +91,17 @@ describe('openLayout', () => {
       await writeFile(join(dir, 'oci-layout'), content);
       await writeFile(join(dir, 'index.json'), '{"schemaVersion":2,"manifests":[]}');
       await assert.rejects(openLayout(dir), (e) => code('ERR_INVALID_LAYOUT')(e) && why.test(String(e)));
-      // create never overwrites what is there
+      // create never overwrites what is there, nor adds to it
       await assert.rejects(openLayout(dir, { create: true }), code('ERR_INVALID_LAYOUT'));
+      assert.deepEqual(await rootEntries(dir), ['index.json', 'oci-layout']);
     }
+  });
+
+  it('create refuses, untouched, a directory holding some other index.json', async (t) => {
+    const dir = await tempDir(t);
+    await writeFile(join(dir, 'index.json'), '{"name":"a web project"}');
+    await assert.rejects(openLayout(dir, { create: true }), code('ERR_INVALID_LAYOUT'));
+    assert.deepEqual(await rootEntries(dir), ['index.json']);
   });
 
   it('rejects a bad index.json: missing, bad digest, bad size, wrong shape, wrong media type', async (t) => {

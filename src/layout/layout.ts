@@ -227,26 +227,27 @@ async function checkLayoutFile(root: string): Promise<void> {
 
 async function createLayout(root: string): Promise<void> {
   await mkdir(root, { recursive: true });
-  const layoutFile = join(root, 'oci-layout');
-  // concurrent creators write the same bytes; an existing (maybe invalid) file is left for the check
-  if (
-    !(await lstat(layoutFile).then(
+  const exists = (p: string) =>
+    lstat(p).then(
       () => true,
       () => false,
-    ))
-  ) {
+    );
+  const layoutFile = join(root, 'oci-layout');
+  const indexPath = join(root, 'index.json');
+  // Check what is there before writing anything, so that a directory that is not a layout
+  // (an invalid oci-layout, someone else's index.json) is refused untouched.
+  if (await exists(layoutFile)) {
+    await checkLayoutFile(root);
+  } else {
+    if (await exists(indexPath)) parseIndex(root, await readFile(indexPath));
+    // concurrent creators write the same bytes
     await writeFileAtomic(layoutFile, JSON.stringify({ imageLayoutVersion: LAYOUT_VERSION }));
   }
   await mkdir(join(root, 'blobs', 'sha256'), { recursive: true });
-  const indexPath = join(root, 'index.json');
   const lockPath = join(root, LAYOUT_INDEX_LOCK);
   await serialized(lockPath, () =>
     withFileLock(lockPath, async () => {
-      const present = await lstat(indexPath).then(
-        () => true,
-        () => false,
-      );
-      if (!present) {
+      if (!(await exists(indexPath))) {
         await writeFileAtomic(
           indexPath,
           JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] }),

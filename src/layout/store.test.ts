@@ -346,6 +346,26 @@ if (job !== undefined) {
       }
     });
 
+    it('reads hostile lease files safely: bad lines are ignored, foreign names left alone', async (t) => {
+      const store = await newStore(t);
+      const kept = blob(MediaType.OciLayer, Buffer.from('named in a lease'));
+      const gone = blob(MediaType.OciLayer, Buffer.from('not named'));
+      await store.layout.push(kept.descriptor, kept.bytes);
+      await store.layout.push(gone.descriptor, gone.bytes);
+      const leases = join(store.root, STORE_LEASES_DIR);
+      await writeFile(
+        join(leases, `${process.pid}-hostile`),
+        ['../../etc/passwd', 'sha256:xyz', `${kept.descriptor.digest} not/../a type`, '', '\u0000'].join(
+          '\n',
+        ),
+      );
+      await writeFile(join(leases, 'README'), `${gone.descriptor.digest}\n`);
+      const r = await store.gc();
+      assert.deepEqual(r.removedBlobs, [gone.descriptor.digest]);
+      assert.equal(r.removedLeases, 0);
+      assert.deepEqual((await readdir(leases)).sort(), [`${process.pid}-hostile`, 'README']);
+    });
+
     it('removes temp files of dead processes, not of live ones', async (t) => {
       const store = await newStore(t);
       const w = startWorker({ root: store.root, mode: 'claim', seed: 'x' });
