@@ -164,6 +164,64 @@ describe('interop with docker-registry, skopeo and umoci', { skip: skipReason },
     await store.close();
   });
 
+  it('copies within one registry by mounting blobs, not uploading them', async () => {
+    const src = join(work.path, 'mount-src');
+    const layout = await openLayout(src, { create: true });
+    const img = await makeImage({
+      layers: [[{ path: 'm1', content: 'm1' }], [{ path: 'm2', content: 'm2' }]],
+    });
+    await pushImage(layout, img, 'v1');
+    await copyImage(`oci:${src}:v1`, `docker://${registry.host}/mount/a:1`);
+    const r = await copyImage(`docker://${registry.host}/mount/a:1`, `docker://${registry.host}/mount/b:1`);
+    assert.deepEqual({ mounted: r.stats.mounted, copied: r.stats.copied }, { mounted: 3, copied: 0 });
+    assert.equal(await skopeoDigest(`docker://${registry.host}/mount/b:1`), img.manifest.descriptor.digest);
+  });
+
+  it('Ctrl-C during a pull exits 130 and leaves no tag and no temp file', async () => {
+    const src = join(work.path, 'sigint-src');
+    const layout = await openLayout(src, { create: true });
+    const img = await makeImage({
+      layers: [[{ path: 'x', content: Buffer.alloc(2 * 1024 * 1024, 1) }]],
+      compression: 'none',
+    });
+    await pushImage(layout, img, 'v1');
+    await copyImage(`oci:${src}:v1`, `docker://${registry.host}/sigint:1`);
+    // a proxy that sends the first MiB of the layer and then stalls
+    const proxy = await startFaultProxy(registry.url, [
+      {
+        method: 'GET',
+        path: new RegExp(img.layers[0]!.descriptor.digest),
+        action: { kind: 'stall', afterBytes: 1024 * 1024 },
+      },
+    ]);
+    const root = join(work.path, 'sigint-store');
+    try {
+      const child = spawn(process.execPath, [CLI, 'pull', '--json', `${proxy.host}/sigint:1`], {
+        env: { ...process.env, STRATUM_ROOT: root },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      const started = new Promise<void>((resolve) => {
+        child.stdout.on('data', (d: Buffer) => {
+          out += d;
+          if (out.includes('"blob-start"') && out.includes(img.layers[0]!.descriptor.digest)) resolve();
+        });
+      });
+      await started;
+      child.kill('SIGINT');
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      assert.equal(code, 130);
+      const store = await openStore({ root });
+      assert.deepEqual(await store.roots(), []);
+      assert.equal(await store.exists(img.layers[0]!.descriptor), false);
+      const leftovers = (await readdir(root)).filter((n) => n.includes('tmp'));
+      assert.deepEqual(leftovers, []);
+      await store.close();
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   it('CLI: --json result, exit codes, and errors that name the side', async () => {
     const root = join(work.path, 'cli-store');
     await seedStore(root, 'docker.io/library/cli:1');

@@ -30,6 +30,8 @@ export type FaultAction =
     }
   | { readonly kind: 'reset' }
   | { readonly kind: 'drop'; readonly afterBytes: number }
+  /** Forward the first N body bytes, then send nothing more and keep the connection open. */
+  | { readonly kind: 'stall'; readonly afterBytes: number }
   | { readonly kind: 'truncate'; readonly bytes: number }
   | { readonly kind: 'corrupt'; readonly at?: number }
   | {
@@ -138,7 +140,14 @@ export async function startFaultProxy(
           let c = chunk;
           const start = offset;
           offset += c.byteLength;
-          if (action?.kind === 'drop') {
+          if (action?.kind === 'stall') {
+            if (start >= action.afterBytes) return;
+            if (offset >= action.afterBytes) {
+              upRes.destroy();
+              res.write(c.subarray(0, action.afterBytes - start));
+              return;
+            }
+          } else if (action?.kind === 'drop') {
             if (start >= action.afterBytes) return;
             if (offset >= action.afterBytes) {
               c = c.subarray(0, action.afterBytes - start);
