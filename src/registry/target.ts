@@ -34,6 +34,7 @@ import {
 import {
   DigestMismatchError,
   isStratumError,
+  RegistryError,
   SizeMismatchError,
   StratumError,
   TooLargeError,
@@ -153,16 +154,23 @@ export class RegistryTarget implements Target, Deleter, Mounter, TagLister, Refe
     const parsed = parseManifestRef(ref);
     const refStr = 'digest' in parsed ? parsed.digest : parsed.tag;
     const what = `pull manifest ${this.#name(refStr)}`;
-    const res = await this.client.request({
-      registry: this.host,
-      method: 'HEAD',
-      url: `/v2/${this.repository}/manifests/${refStr}`,
-      headers: { accept: MANIFEST_ACCEPT },
-      scopes: this.#pull,
-      what,
-      signal: opts.signal,
-      ok: [200],
-    });
+    let res: RegistryResponse;
+    try {
+      res = await this.client.request({
+        registry: this.host,
+        method: 'HEAD',
+        url: `/v2/${this.repository}/manifests/${refStr}`,
+        headers: { accept: MANIFEST_ACCEPT },
+        scopes: this.#pull,
+        what,
+        signal: opts.signal,
+        ok: [200],
+      });
+    } catch (e) {
+      // a HEAD answer has no body to say why; a registry may not do HEAD at all: ask with GET
+      if (!(e instanceof RegistryError) || ![400, 401, 403, 405].includes(e.status)) throw e;
+      return this.#resolveByGet(refStr, 'digest' in parsed ? parsed.digest : undefined, what, opts.signal);
+    }
     discardBody(res.body);
     const ct = header(res, 'content-type');
     const mediaType = ct === undefined ? undefined : baseMediaType(ct);
@@ -187,12 +195,16 @@ export class RegistryTarget implements Target, Deleter, Mounter, TagLister, Refe
       return { mediaType, digest, size };
     }
     // HEAD did not tell enough: fetch the manifest and hash it
-    const got = await this.#getManifest(
-      refStr,
-      'digest' in parsed ? parsed.digest : undefined,
-      what,
-      opts.signal,
-    );
+    return this.#resolveByGet(refStr, 'digest' in parsed ? parsed.digest : undefined, what, opts.signal);
+  }
+
+  async #resolveByGet(
+    ref: string,
+    expected: Digest | undefined,
+    what: string,
+    signal: AbortSignal | undefined,
+  ): Promise<Descriptor> {
+    const got = await this.#getManifest(ref, expected, what, signal);
     const doc = parseManifestDocument(got.bytes, {
       ...(got.mediaType !== undefined && isManifestMediaType(got.mediaType)
         ? { mediaType: got.mediaType }
