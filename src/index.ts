@@ -1,22 +1,30 @@
 // stratum's public API: everything a program needs, with one import.
 //   import { copyImage, pull, push, inspect, openStore, RegistryClient } from 'stratum';
 
-// L0: errors, digests
-export * from './errors/errors.js';
-export * from './digest/digest.js';
-// L1: spec, references, compression
-export * from './spec/media-types.js';
-export * from './spec/types.js';
-export * from './spec/validate.js';
-export * from './reference/reference.js';
+export * from './archive/docker-archive-reader.js';
+export * from './archive/docker-archive-writer.js';
+export * from './archive/oci-archive-reader.js';
+export * from './archive/oci-archive-writer.js';
 export * from './compression/compression.js';
 // L2: the storage contract
 export * from './content/types.js';
+// L5: copy and the operations
+export * from './copy/copy.js';
+export * from './digest/digest.js';
+// L0: errors, digests
+export * from './errors/errors.js';
+// L4: image views, locations
+export * from './image/image.js';
+export * from './image/platform.js';
 // L3: backends
 export * from './layout/layout.js';
 export * from './layout/store.js';
+export * from './ops/copy-image.js';
+export * from './ops/import.js';
+export * from './ops/inspect.js';
+export { Session, type SessionOptions } from './ops/session.js';
+export * from './reference/reference.js';
 export { RegistryClient, type RegistryClientOptions } from './registry/client.js';
-export * from './registry/target.js';
 export {
   type Credential,
   type CredentialSource,
@@ -25,18 +33,10 @@ export {
   logout,
   staticCredentials,
 } from './registry/credentials.js';
-export * from './archive/docker-archive-reader.js';
-export * from './archive/docker-archive-writer.js';
-export * from './archive/oci-archive-reader.js';
-export * from './archive/oci-archive-writer.js';
-// L4: image views, locations
-export * from './image/image.js';
-export * from './image/platform.js';
+export * from './registry/target.js';
+// L1: spec, references, compression
+export * from './spec/media-types.js';
+export * from './spec/types.js';
+export * from './spec/validate.js';
 export * from './transport/location.js';
 export * from './transport/open.js';
-// L5: copy and the operations
-export * from './copy/copy.js';
-export * from './ops/copy-image.js';
-export * from './ops/import.js';
-export * from './ops/inspect.js';
-export { Session, type SessionOptions } from './ops/session.js';
