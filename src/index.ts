@@ -6,17 +6,12 @@ export * from './archive/docker-archive-writer.js';
 export * from './archive/oci-archive-reader.js';
 export * from './archive/oci-archive-writer.js';
 export * from './compression/compression.js';
-// L2: the storage contract
 export * from './content/types.js';
-// L5: copy and the operations
 export * from './copy/copy.js';
 export * from './digest/digest.js';
-// L0: errors, digests
 export * from './errors/errors.js';
-// L4: image views, locations
 export * from './image/image.js';
 export * from './image/platform.js';
-// L3: backends
 export * from './layout/layout.js';
 export * from './layout/store.js';
 export * from './ops/copy-image.js';
@@ -34,7 +29,6 @@ export {
   staticCredentials,
 } from './registry/credentials.js';
 export * from './registry/target.js';
-// L1: spec, references, compression
 export * from './spec/media-types.js';
 export * from './spec/types.js';
 export * from './spec/validate.js';
