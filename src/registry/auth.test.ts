@@ -155,6 +155,23 @@ describe('htpasswd (Basic) auth', { skip }, () => {
     await assert.rejects(logout(reg.host, { configDir: dir }), (e) => code(e) === 'ERR_NOT_FOUND');
   });
 
+  it('login accepts a URL for the host as docker does, and refuses what is not a host', async (t) => {
+    const dir = await tempDir(t);
+    await login(`http://${reg.host}/`, 'alice', 's3cret', { configDir: dir });
+    const cfg = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
+    assert.deepEqual(Object.keys(cfg.auths), [reg.host]);
+    for (const bad of ['a b', 'host/path', '']) {
+      await assert.rejects(
+        login(bad, 'alice', 's3cret', { configDir: dir }),
+        (e) => code(e) === 'ERR_INVALID_ARGUMENT',
+      );
+    }
+    await assert.rejects(
+      login(reg.host, 'al:ice', 's3cret', { configDir: dir }),
+      (e) => code(e) === 'ERR_INVALID_ARGUMENT',
+    );
+  });
+
   it('reads DOCKER_CONFIG from the environment, with username/password entries', async (t) => {
     const dir = await tempDir(t);
     await writeFile(
@@ -300,6 +317,21 @@ describe('token auth', { skip }, () => {
       // another repository needs its own token
       await roundTrip(new RegistryTarget(client, reg.host, repo('tok')));
       assert.equal(tokens.requests.length - before, 2);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('concurrent requests that meet the first challenge together share one token', async () => {
+    const client = asUser('alice');
+    try {
+      const before = tokens.requests.length;
+      const t = new RegistryTarget(client, reg.host, repo('par'));
+      const img = await makeImage({
+        layers: [0, 1, 2, 3, 4, 5].map((i) => [{ path: `f${i}`, content: `layer ${i}` }]),
+      });
+      await Promise.all(img.layers.map((l) => t.push(l.descriptor, l.bytes)));
+      assert.equal(tokens.requests.length - before, 1);
     } finally {
       await client.close();
     }

@@ -421,7 +421,9 @@ export class RegistryClient {
       state.auth = { kind: 'bearer', realm, service: bearer.params.service };
       if (usedToken) this.#dropToken(req.registry, usedToken);
       const wanted = mergeScopes(req.scopes, challengeScopes(bearer));
-      await this.#token(req.registry, state.auth, wanted, req.what, req.signal, true);
+      // the token that failed is gone from the cache: a covering one there is newer (another
+      // request's), else a fresh one is fetched (shared with concurrent requests)
+      await this.#token(req.registry, state.auth, wanted, req.what, req.signal);
       return true;
     }
     if (challenges.some((c) => c.scheme === 'basic')) {
@@ -462,14 +464,10 @@ export class RegistryClient {
     scopes: readonly string[],
     what: string,
     signal: AbortSignal | undefined,
-    fresh = false,
   ): Promise<CachedToken> {
     const canonical = mergeScopes(scopes);
-    const want = scopeSet(canonical);
-    if (!fresh) {
-      const cached = this.#cachedToken(registry, want);
-      if (cached) return cached;
-    }
+    const cached = this.#cachedToken(registry, scopeSet(canonical));
+    if (cached) return cached;
     const key = `${registry}\n${auth.realm}\n${auth.service ?? ''}\n${canonical.join(' ')}`;
     let p = this.#inflightTokens.get(key);
     if (!p) {

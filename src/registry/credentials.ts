@@ -14,6 +14,7 @@ import { abortError, StratumError } from '../errors/errors.js';
 import { writeFileAtomic } from '../internal/fs.js';
 import { Limits } from '../spec/types.js';
 import { RegistryClient, type RegistryClientOptions } from './client.js';
+import { checkRegistryHost } from './names.js';
 
 export interface Credential {
   readonly username?: string;
@@ -359,6 +360,16 @@ export interface LoginOptions {
   readonly skipCheck?: boolean;
 }
 
+/** `https://host/v1/` or `host` → `host`, validated (docker accepts either form). */
+function loginHost(arg: string, verb: string): string {
+  const host = arg.includes('://') ? hostnameOfKey(arg) : arg.replace(/\/+$/, '');
+  try {
+    return checkRegistryHost(host);
+  } catch (e) {
+    throw new StratumError('ERR_INVALID_ARGUMENT', `${verb}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
 /** The host API calls go to (Docker Hub's names → registry-1.docker.io). */
 function apiHost(registry: string): string {
   return isDockerHub(registry) ? 'registry-1.docker.io' : registry;
@@ -370,11 +381,12 @@ function apiHost(registry: string): string {
  * for the host, else base64 in `auths` of config.json (atomic write, mode 0600).
  */
 export async function login(
-  registry: string,
+  registryArg: string,
   username: string,
   password: string,
   opts: LoginOptions = {},
 ): Promise<void> {
+  const registry = loginHost(registryArg, 'login');
   if (username === '' || username.includes(':')) {
     throw new StratumError(
       'ERR_INVALID_ARGUMENT',
@@ -418,9 +430,10 @@ export async function login(
 
 /** Remove stored credentials for a registry (ERR_NOT_FOUND if there were none). */
 export async function logout(
-  registry: string,
+  registryArg: string,
   opts: { configDir?: string; env?: Readonly<Record<string, string | undefined>>; signal?: AbortSignal } = {},
 ): Promise<void> {
+  const registry = loginHost(registryArg, 'logout');
   const env = opts.env ?? process.env;
   const dir = opts.configDir ?? dockerConfigDir(env);
   const path = join(dir, 'config.json');
