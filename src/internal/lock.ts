@@ -1,8 +1,8 @@
-// An exclusive lock between processes on one machine: a lock file created with O_EXCL that
-// holds the owner's pid. A lock whose owner is dead is stale and is broken. Waiters poll
+// An exclusive lock between processes on one machine: a lock file that holds the owner's
+// pid, created whole with link(2) from a temp file (so no one ever sees it empty). A lock whose owner is dead is stale and is broken. Waiters poll
 // with backoff until a timeout (ERR_LOCK_TIMEOUT).
 
-import { open, readFile, rename, rm } from 'node:fs/promises';
+import { link, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StratumError } from '../errors/errors.js';
@@ -26,7 +26,6 @@ async function tryBreakStale(path: string): Promise<void> {
     return;
   }
   const pid = Number.parseInt(text, 10);
-  // an empty file is a lock being written right now; leave it
   if (!Number.isInteger(pid) || pid <= 0 || alive(pid)) return;
   // move aside first so two breakers cannot both delete a fresh lock
   // a sibling of the lock file (tempName's first argument is a directory)
@@ -38,7 +37,12 @@ async function tryBreakStale(path: string): Promise<void> {
   }
   const again = await readFile(aside, 'utf8').catch(() => '');
   if (Number.parseInt(again, 10) === pid) await rm(aside, { force: true });
-  else await rename(aside, path).catch(() => {});
+  // not the dead owner's: put it back unless a new owner took the path meanwhile
+  else
+    await link(aside, path).then(
+      () => rm(aside, { force: true }),
+      () => rm(aside, { force: true }),
+    );
 }
 
 /** Run fn while holding the lock file at `path`. Re-entrant within one process is NOT supported. */
@@ -50,16 +54,15 @@ export async function withFileLock<T>(
   const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
   let delay = 2;
   for (;;) {
+    const tmp = tempName(dirname(path), `${basename(path)}.new-`);
+    await writeFile(tmp, String(process.pid), { mode: 0o644 });
     try {
-      const fh = await open(path, 'wx', 0o644);
-      try {
-        await fh.writeFile(String(process.pid));
-      } finally {
-        await fh.close();
-      }
+      await link(tmp, path);
       break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    } finally {
+      await rm(tmp, { force: true });
     }
     await tryBreakStale(path);
     if (Date.now() > deadline) {
