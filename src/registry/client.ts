@@ -41,7 +41,7 @@ export interface RegistryClientOptions {
   readonly credentials?: CredentialSource;
   /** Verify TLS certificates (default true). false also allows falling back to plain HTTP. */
   readonly tlsVerify?: boolean;
-  /** Hosts (`host[:port]`) spoken to over plain HTTP. Loopback hosts always are. */
+  /** Hosts spoken to over plain HTTP (`host:port`, or `host` for any port). Loopback hosts always are. */
   readonly insecureHosts?: readonly string[];
   /** Hosts that must use HTTPS even on loopback (for tests of TLS itself). */
   readonly httpsHosts?: readonly string[];
@@ -57,6 +57,11 @@ export interface RegistryClientOptions {
   readonly backoff?: BackoffOptions;
   /** Pooled connections per origin (default 8). */
   readonly connections?: number;
+  /**
+   * How long to wait for response headers, and between two pieces of a body, before the
+   * request counts as a network failure (retried, or resumed for blobs). Default 120 000 ms.
+   */
+  readonly idleTimeoutMs?: number;
 }
 
 export type HttpMethod = 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
@@ -175,6 +180,8 @@ export class RegistryClient {
     this.#agent = new Agent({
       keepAliveTimeout: 10_000,
       connections: opts.connections ?? 8,
+      headersTimeout: opts.idleTimeoutMs ?? 120_000,
+      bodyTimeout: opts.idleTimeoutMs ?? 120_000,
       connect: {
         rejectUnauthorized: this.#tlsVerify,
         // the system's CA bundle plus the caller's: `ca` alone would replace the system's
@@ -312,7 +319,12 @@ export class RegistryClient {
   #host(registry: string): HostState {
     let s = this.#hosts.get(registry);
     if (!s) {
-      const plain = !this.#https.has(registry) && (isLoopbackHost(registry) || this.#insecure.has(registry));
+      const bare = registry.startsWith('[')
+        ? registry.slice(0, registry.indexOf(']') + 1)
+        : registry.split(':')[0];
+      const plain =
+        !this.#https.has(registry) &&
+        (isLoopbackHost(registry) || this.#insecure.has(registry) || this.#insecure.has(bare ?? registry));
       s = { scheme: plain ? 'http' : 'https', httpsConfirmed: false, auth: undefined };
       this.#hosts.set(registry, s);
     }

@@ -84,6 +84,20 @@ describe('faults between client and registry', { skip }, () => {
     assert.equal(requestsTo(BLOB_GET).length, 2);
   });
 
+  it('a body that stalls is abandoned after the idle timeout and resumed', async () => {
+    const impatient = new RegistryClient({ idleTimeoutMs: 200, backoff: { initialMs: 1, maxMs: 5 } });
+    try {
+      proxy.setPlan([
+        { method: 'GET', path: BLOB_GET, times: 1, action: { kind: 'stall', afterBytes: 50_000 } },
+      ]);
+      const t = new RegistryTarget(impatient, proxy.host, 'app');
+      assert.deepEqual(await read(await t.fetch(big.descriptor)), big.bytes);
+      assert.equal(requestsTo(BLOB_GET).at(-1)?.headers.range, 'bytes=50000-');
+    } finally {
+      await impatient.close();
+    }
+  });
+
   it('resuming is bounded: a connection that always drops is ERR_NETWORK', async () => {
     proxy.setPlan([{ method: 'GET', path: BLOB_GET, action: { kind: 'drop', afterBytes: 10 } }]);
     await assert.rejects(read(await viaProxy.fetch(big.descriptor)), (e) => code(e) === 'ERR_NETWORK');

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { StratumError } from '../errors/errors.js';
 import { parseRetryAfter } from './backoff.js';
 import { challengeScopes, parseChallenges } from './challenge.js';
-import { isLoopbackHost } from './client.js';
+import { isLoopbackHost, RegistryClient } from './client.js';
 import { configKeyFor, hostnameOfKey, isDockerHub } from './credentials.js';
 import { describeFailure, errorFromBytes, parseErrorEnvelope } from './http-errors.js';
 import { parseLinkNext } from './link.js';
@@ -93,6 +93,22 @@ describe('names', () => {
     }
     for (const h of ['example.com', '10.0.0.1:5000', 'localhost.evil.com', '128.0.0.1']) {
       assert.equal(isLoopbackHost(h), false, h);
+    }
+  });
+  it('scheme per host: loopback and insecure hosts use plain HTTP', async () => {
+    const c = new RegistryClient({
+      insecureHosts: ['reg.example', 'other.example:5000'],
+      httpsHosts: ['127.0.0.1:443'],
+    });
+    try {
+      assert.equal(c.baseUrl('reg.example:5000'), 'http://reg.example:5000');
+      assert.equal(c.baseUrl('other.example:5000'), 'http://other.example:5000');
+      assert.equal(c.baseUrl('other.example:6000'), 'https://other.example:6000');
+      assert.equal(c.baseUrl('localhost:5000'), 'http://localhost:5000');
+      assert.equal(c.baseUrl('127.0.0.1:443'), 'https://127.0.0.1:443');
+      assert.equal(c.baseUrl('registry-1.docker.io'), 'https://registry-1.docker.io');
+    } finally {
+      await c.close();
     }
   });
   it('refs: digests are validated, tags checked; path characters never pass', () => {
