@@ -90,6 +90,16 @@ async function* pieces(source: AsyncIterable<Uint8Array>, size: number): AsyncGe
 
 /** Upload one blob; resolves when the registry has committed it. */
 export async function uploadBlob(ctx: UploadContext, desc: Descriptor, content: Content): Promise<void> {
+  try {
+    await upload(ctx, desc, content);
+  } catch (e) {
+    // a stream we did not finish reading is released (its source may hold a connection)
+    if (!(content instanceof Uint8Array) && !content.readableEnded) content.destroy();
+    throw e;
+  }
+}
+
+async function upload(ctx: UploadContext, desc: Descriptor, content: Content): Promise<void> {
   const chunkSize = ctx.client.chunkSize;
   const base = `/v2/${ctx.repository}/blobs/uploads/`;
 

@@ -98,6 +98,19 @@ describe('faults between client and registry', { skip }, () => {
     }
   });
 
+  it('aborting mid-blob ends the stream with ERR_ABORTED, without resuming', async () => {
+    proxy.setPlan([
+      { method: 'GET', path: BLOB_GET, times: 1, action: { kind: 'stall', afterBytes: 50_000 } },
+    ]);
+    const ac = new AbortController();
+    const s = await viaProxy.fetch(big.descriptor, {
+      signal: ac.signal,
+      onProgress: () => ac.abort(),
+    });
+    await assert.rejects(read(s), (e) => code(e) === 'ERR_ABORTED');
+    assert.equal(requestsTo(BLOB_GET).length, 1);
+  });
+
   it('resuming is bounded: a connection that always drops is ERR_NETWORK', async () => {
     proxy.setPlan([{ method: 'GET', path: BLOB_GET, action: { kind: 'drop', afterBytes: 10 } }]);
     await assert.rejects(read(await viaProxy.fetch(big.descriptor)), (e) => code(e) === 'ERR_NETWORK');
