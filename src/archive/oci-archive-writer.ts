@@ -14,27 +14,13 @@ import { algorithmOf, type Digest, encodedOf, isDigest, verifyBytes } from '../d
 import { StratumError } from '../errors/errors.js';
 import { readAll, toReadable } from '../internal/streams.js';
 import { isManifestMediaType, MediaType } from '../spec/media-types.js';
+import { checkRefName } from '../spec/ref-name.js';
 import type { Descriptor, ImageIndex } from '../spec/types.js';
 import { ANNOTATION_REF_NAME, Limits } from '../spec/types.js';
 import { parseManifestDocument } from '../spec/validate.js';
 import { BlobSpool } from './blob-spool.js';
 import type { ArchiveWriterOptions } from './docker-archive-writer.js';
 import { writeTarAtomic } from './tar-writer.js';
-
-// the image-spec's grammar for ref.name (annotations.md)
-const COMPONENT = '[A-Za-z0-9]+(?:(?:--|[-._:@+])[A-Za-z0-9]+)*';
-const REF_NAME_RE = new RegExp(`^${COMPONENT}(?:/${COMPONENT})*$`);
-const MAX_REF_NAME = 1024;
-
-function checkRefName(ref: string, what: string): string {
-  if (ref.length > MAX_REF_NAME || !REF_NAME_RE.test(ref)) {
-    throw new StratumError(
-      'ERR_INVALID_REFERENCE',
-      `${what}: invalid reference name ${JSON.stringify(ref.slice(0, 200))}: use letters, digits and the separators - . _ : @ + between them, and / between components`,
-    );
-  }
-  return ref;
-}
 
 interface Pushed {
   readonly descriptor: Descriptor;

@@ -3,8 +3,8 @@ import { mkdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { StratumError } from '../errors/errors.js';
+import { have, readStream, run, tarBytes, writeTar } from '../testing/archive-fixtures.js';
 import { tempDir } from '../testing/tmp.js';
-import { have, readStream, run, tarBytes, writeTar } from './archive-fixtures.js';
 import { TarIndex } from './tar-index.js';
 
 const isCode = (code: string) => (e: unknown) => e instanceof StratumError && e.code === code;

@@ -12,11 +12,11 @@ import { digestBytes } from '../digest/digest.js';
 import { StratumError } from '../errors/errors.js';
 import { readAll } from '../internal/streams.js';
 import { MediaType } from '../spec/media-types.js';
+import { isRefName } from '../spec/ref-name.js';
 import { ANNOTATION_REF_NAME, type Descriptor } from '../spec/types.js';
 import { blob, makeImage, makeIndex, pushImage } from '../testing/images.js';
 import { tempDir } from '../testing/tmp.js';
 import { LAYOUT_INDEX_LOCK, LAYOUT_TEMP_PREFIX, openLayout } from './layout.js';
-import { isRefName } from './ref-name.js';
 
 const code = (c: string) => (e: unknown) => {
   assert.ok(e instanceof StratumError, `want a StratumError, got ${String(e)}`);

@@ -33,10 +33,10 @@ import { withFileLock } from '../internal/lock.js';
 import { mapLimit } from '../internal/pool.js';
 import { readAll } from '../internal/streams.js';
 import { isManifestMediaType, MediaType } from '../spec/media-types.js';
+import { checkRefName } from '../spec/ref-name.js';
 import { ANNOTATION_REF_NAME, type Descriptor, Limits } from '../spec/types.js';
 import { parseDescriptor, parseJsonLimited, parseManifestDocument } from '../spec/validate.js';
 import { pidInName, processAlive } from './liveness.js';
-import { checkRefName } from './ref-name.js';
 import { serialized } from './serialize.js';
 
 export const LAYOUT_VERSION = '1.0.0';

@@ -14,6 +14,7 @@ import {
   type Reference,
   withDefaultTag,
 } from '../reference/reference.js';
+import { checkRefName } from '../spec/ref-name.js';
 
 export type Location =
   | { readonly transport: 'docker'; readonly reference: Reference }
@@ -46,15 +47,6 @@ function splitPath(transport: string, rest: string): { path: string; ref: string
   return { path, ref };
 }
 
-/** Check an `oci:` / `oci-archive:` tag: the OCI ref.name grammar. */
-function checkRefName(transport: string, ref: string): string {
-  const component = '[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*';
-  if (ref.length > 255 || !new RegExp(`^${component}(?:/${component})*$`).test(ref)) {
-    throw new StratumError('ERR_INVALID_REFERENCE', `invalid ${transport} tag ${JSON.stringify(ref)}`);
-  }
-  return ref;
-}
-
 /**
  * Parse a location. Plain names (no transport) are the local store, normalised with the
  * default tag `latest` (use `defaultTransport: 'docker'` to read them as registry references,
@@ -74,7 +66,7 @@ export function parseLocation(s: string, opts: { defaultTransport?: 'store' | 'd
         if (ref === undefined || /^@\d+$/.test(ref)) return { transport: t, path, ref };
         return { transport: t, path, ref: familiarString(withDefaultTag(parseNormalizedReference(ref))) };
       }
-      return { transport: t, path, ref: ref === undefined ? undefined : checkRefName(t, ref) };
+      return { transport: t, path, ref: ref === undefined ? undefined : checkRefName(ref, `${t} tag`) };
     }
   }
   const scheme = /^([a-z][a-z0-9+.-]*):(?:\/\/)?/.exec(s);
