@@ -16,6 +16,7 @@ import { formatLocation, type Location, parseLocation } from '../transport/locat
 import { storeRefName } from '../transport/open.js';
 import { type GLOBAL_OPTIONS, type OptionSpec, type Parsed, parse, UsageError } from './args.js';
 import { formatBytes, ProgressPrinter } from './progress.js';
+import { serveCommand } from './serve-command.js';
 
 export interface CommandContext {
   readonly signal: AbortSignal;
@@ -463,6 +464,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
     },
   },
 
+  serve: serveCommand,
   logout: {
     summary: 'Remove stored credentials for a registry',
     usage: 'stratum logout HOST[:PORT]',
