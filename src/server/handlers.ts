@@ -633,14 +633,17 @@ export class RegistryHandlers {
     return [...tags].sort(compare);
   }
 
+  /** `n` and `last` of a paginated list, checked before anything is looked up. */
+  #pageParams(q: URLSearchParams): { n: number | undefined; last: string | undefined } {
+    return { n: pageSize(q, MAX_PAGE), last: queryParam(q, 'last', 'UNSUPPORTED') };
+  }
+
   /** One page of a sorted list after `last`, with the Link to the next page. */
   #page(
     all: readonly string[],
-    q: URLSearchParams,
+    { n, last }: { n: number | undefined; last: string | undefined },
     path: string,
   ): { items: string[]; link: string | undefined } {
-    const n = pageSize(q, MAX_PAGE);
-    const last = queryParam(q, 'last', 'UNSUPPORTED');
     const after = last === undefined ? all : all.filter((t) => t > last);
     if (n === 0) return { items: [], link: undefined };
     const limit = n ?? MAX_PAGE;
@@ -655,6 +658,7 @@ export class RegistryHandlers {
   }
 
   async #tags(x: Exchange, repo: Repository): Promise<void> {
+    const params = this.#pageParams(x.query);
     const all = await this.#tagsOf(repo);
     if (all.length === 0) {
       throw new RegistryHttpError(
@@ -666,12 +670,13 @@ export class RegistryHandlers {
         },
       );
     }
-    const { items, link } = this.#page(all, x.query, `/v2/${repo.name}/tags/list`);
+    const { items, link } = this.#page(all, params, `/v2/${repo.name}/tags/list`);
     if (link) x.res.setHeader('link', link);
     json(x.res, 200, { name: repo.name, tags: items }, false);
   }
 
   async #catalog(x: Exchange): Promise<void> {
+    const params = this.#pageParams(x.query);
     const names = new Set<string>();
     for (const r of await this.#view.roots()) {
       const s = r.ref === undefined ? undefined : splitStoreRef(r.ref);
@@ -679,7 +684,7 @@ export class RegistryHandlers {
       const name = servedName(s.key);
       if (name !== undefined) names.add(name);
     }
-    const { items, link } = this.#page([...names].sort(compare), x.query, '/v2/_catalog');
+    const { items, link } = this.#page([...names].sort(compare), params, '/v2/_catalog');
     if (link) x.res.setHeader('link', link);
     json(x.res, 200, { repositories: items }, false);
   }
