@@ -26,7 +26,9 @@ after(async () => {
   await srv?.stop();
 });
 
-it(`${PUSHES} concurrent pushes sharing layers, with gc running, leave a consistent store`, { timeout: 120_000 }, async () => {
+it(`${PUSHES} concurrent pushes sharing layers, with gc running, leave a consistent store`, {
+  timeout: 120_000,
+}, async () => {
   const shared = await Promise.all(
     [0, 1, 2].map((i) => makeTar([{ path: `shared/${i}`, content: `shared layer ${i} `.repeat(20_000) }])),
   );

@@ -4,8 +4,8 @@
 // ($2a$, $2b$, $2y$, as `htpasswd -B` writes) are accepted; other kinds (MD5 $apr1$,
 // {SHA}, crypt, plain text) never match, and loading says which lines were ignored.
 //
-// bcrypt is slow on purpose, so: comparisons run at most two at a time, with a bounded
-// queue (past it, TOOMANYREQUESTS); a result is remembered (keyed by a hash of user and
+// bcrypt is slow on purpose, so: comparisons run in worker threads (bcrypt-pool.ts), at
+// most two at a time, with a bounded queue (past it, TOOMANYREQUESTS); a result is remembered (keyed by a hash of user and
 // password) until the file changes, so a client sending Basic on every request pays once;
 // and an unknown user is compared against a dummy hash, so timing does not tell which
 // users exist. A file given by path is re-read when its mtime or size changes (checked at
@@ -14,12 +14,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { StratumError } from '../errors/errors.js';
-import { Semaphore } from '../internal/pool.js';
+import { sharedBcryptPool } from './bcrypt-pool.js';
 
 const BCRYPT_RE = /^\$2[aby]\$(\d{2})\$[./A-Za-z0-9]{53}$/;
 const MAX_FILE_BYTES = 16 * 1024 * 1024;
 const CACHE_ENTRIES = 1024;
-const MAX_WAITING = 64;
 const RECHECK_MS = 1000;
 
 export interface HtpasswdEntries {
@@ -54,33 +53,6 @@ export function parseHtpasswd(text: string, where = 'htpasswd'): HtpasswdEntries
   return { users, warnings };
 }
 
-type BcryptCompare = (password: string, hash: string) => Promise<boolean>;
-let bcryptCompare: Promise<BcryptCompare> | undefined;
-
-// loaded on first use, so that a server without authentication does not need the package
-function loadBcrypt(): Promise<BcryptCompare> {
-  bcryptCompare ??= import('bcryptjs').then(
-    (m) => m.compare as BcryptCompare,
-    (e: unknown) => {
-      bcryptCompare = undefined;
-      throw new StratumError(
-        'ERR_UNSUPPORTED',
-        'htpasswd authentication needs the bcryptjs package (npm install bcryptjs)',
-        { cause: e },
-      );
-    },
-  );
-  return bcryptCompare;
-}
-
-/** Thrown when too many password checks are waiting. */
-export class TooManyAuthRequests extends StratumError {
-  constructor() {
-    super('ERR_REGISTRY', 'too many password checks in progress; try again shortly');
-    this.name = 'TooManyAuthRequests';
-  }
-}
-
 /** Credentials checked against htpasswd entries (fixed, or a file re-read when it changes). */
 export class Htpasswd {
   readonly path: string | undefined;
@@ -89,8 +61,6 @@ export class Htpasswd {
   #checkedAt = 0;
   #reloading: Promise<void> | undefined;
   readonly #cache = new Map<string, boolean>();
-  readonly #sem = new Semaphore(2);
-  #waiting = 0;
   readonly #dummy: string;
   readonly #salt = randomBytes(16);
 
@@ -134,20 +104,10 @@ export class Htpasswd {
       .digest('hex');
     const known = this.#cache.get(key);
     if (known !== undefined) return known;
-    if (this.#waiting >= MAX_WAITING) throw new TooManyAuthRequests();
     const hash = this.#entries.users.get(user);
-    const compare = await loadBcrypt();
-    this.#waiting++;
-    let ok: boolean;
     const entries = this.#entries;
-    try {
-      ok = await this.#sem.run(async () => {
-        const r = await compare(password, hash ?? this.#dummy).catch(() => false);
-        return r && hash !== undefined;
-      });
-    } finally {
-      this.#waiting--;
-    }
+    // an unknown user costs the same as a known one
+    const ok = (await sharedBcryptPool().compare(password, hash ?? this.#dummy)) && hash !== undefined;
     if (entries === this.#entries) {
       if (this.#cache.size >= CACHE_ENTRIES) this.#cache.delete(this.#cache.keys().next().value as string);
       this.#cache.set(key, ok);

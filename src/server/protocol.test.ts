@@ -570,4 +570,24 @@ describe('stratum serve: errors, log and metrics', () => {
     }
     assert.deepEqual(await readdir(join(dir, UPLOADS_DIR)), []);
   });
+
+  it('removes an abandoned upload once its TTL has passed', async (t) => {
+    const dir = await tempDir(t);
+    const s = await startServer({ root: dir, uploadTtlMs: 50 });
+    try {
+      const post = await rawRequest(s.url, 'POST', '/v2/a/blobs/uploads/');
+      await rawRequest(s.url, 'PATCH', post.headers.location!, { body: randomBytes(1000) });
+      // the sweep runs every second at most; wait for it (bounded; asking the server would keep the upload alive)
+      let left = 1;
+      for (let i = 0; i < 100 && left > 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        left = (await readdir(join(dir, UPLOADS_DIR))).length;
+      }
+      assert.equal(left, 0);
+      assert.equal((await rawRequest(s.url, 'GET', post.headers.location!)).status, 404);
+      assert.deepEqual(await s.store.layout.listBlobs(), []);
+    } finally {
+      await s.stop();
+    }
+  });
 });

@@ -17,8 +17,9 @@ import { StratumError } from '../errors/errors.js';
 import type { LayoutTarget } from '../layout/layout.js';
 import type { Store } from '../layout/store.js';
 import { Limits } from '../spec/types.js';
+import { TooManyAuthRequests } from './bcrypt-pool.js';
 import { RegistryHandlers } from './handlers.js';
-import { Htpasswd, parseBasicAuth, TooManyAuthRequests } from './htpasswd.js';
+import { Htpasswd, parseBasicAuth } from './htpasswd.js';
 import { RegistryHttpError, sendError, toHttpError } from './http-error.js';
 import { type AccessLogEntry, formatAccessLine, ServerMetrics } from './metrics.js';
 import { matchRoute, ROUTE_METHODS, type Route, WRITE_METHODS } from './routes.js';
@@ -161,7 +162,10 @@ export function createRegistryServer(opts: RegistryServerOptions): Server {
   const metrics = new ServerMetrics();
   metrics.gauge('stratum_registry_uploads_in_progress', () => uploads.count);
 
-  const sweeper = setInterval(() => uploads.sweep(), Math.max(1000, Math.min(60_000, uploadTtlMs / 4)));
+  const sweeper = setInterval(
+    () => void uploads.sweep().catch(onError),
+    Math.max(1000, Math.min(60_000, uploadTtlMs / 4)),
+  );
   sweeper.unref();
 
   async function authenticate(req: IncomingMessage): Promise<string | undefined> {

@@ -105,7 +105,7 @@ export class UploadManager {
   async create(repoKey: string): Promise<UploadSession> {
     await this.ready();
     if (this.#sessions.size >= this.#opts.maxUploads) {
-      this.sweep();
+      await this.sweep();
       if (this.#sessions.size >= this.#opts.maxUploads) {
         throw new RegistryHttpError(
           429,
@@ -172,16 +172,14 @@ export class UploadManager {
     await rm(s.path, { force: true }).catch(() => {});
   }
 
-  /** Remove sessions idle longer than the TTL (not those a request is using). */
-  sweep(now = Date.now()): number {
-    let n = 0;
-    for (const s of [...this.#sessions.values()]) {
-      if (s.busy || now - s.lastActive <= this.#opts.ttlMs) continue;
-      this.#sessions.delete(s.id);
-      void rm(s.path, { force: true }).catch(() => {});
-      n++;
-    }
-    return n;
+  /** Remove sessions idle longer than the TTL (not those a request is using); resolves with how many. */
+  async sweep(now = Date.now()): Promise<number> {
+    const expired = [...this.#sessions.values()].filter(
+      (s) => !s.busy && now - s.lastActive > this.#opts.ttlMs,
+    );
+    for (const s of expired) this.#sessions.delete(s.id);
+    await Promise.all(expired.map((s) => rm(s.path, { force: true }).catch(() => {})));
+    return expired.length;
   }
 
   /** Remove every session of this process. */
