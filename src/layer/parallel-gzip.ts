@@ -1,0 +1,133 @@
+// Parallel gzip, pigz-style: the input is cut into fixed-size blocks that are deflated at the
+// same time on libuv's thread pool; each block after the first is primed with the last 32 KiB
+// of the one before it (a preset dictionary), and every block but the last ends with a sync
+// flush, so the raw deflate outputs simply concatenate into *one* gzip member (a 10-byte header,
+// the blocks, then CRC-32 and length). The ratio is that of serial gzip to within ~0.3 %.
+//
+// Deterministic: the bytes depend only on the input, the level and the block size — never on
+// timing or on how many blocks ran at once (blocks are cut at fixed input offsets, written in
+// order). They do depend on the zlib that Node bundles, so a digest may change with Node, like
+// any gzip output; the uncompressed diffID never does. The header has mtime 0, no name, and
+// OS 255 ("unknown"), so the same tar gives the same bytes on every platform.
+//
+// Measured on the 2-core build machine (see bench/layer): 1 MiB blocks at level 6 compress a
+// 230 MB tar 1.8x faster than one zlib stream; most of the gain is the second core.
+
+import { crc32, deflateRaw, constants as zc } from 'node:zlib';
+import { StratumError } from '../errors/errors.js';
+
+const WINDOW = 32 * 1024;
+export const GZIP_BLOCK_SIZE = 1024 * 1024;
+const HEADER = Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+
+function deflateBlock(
+  input: Buffer,
+  level: number,
+  dictionary: Buffer | undefined,
+  last: boolean,
+): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    deflateRaw(
+      input,
+      {
+        level,
+        finishFlush: last ? zc.Z_FINISH : zc.Z_SYNC_FLUSH,
+        ...(dictionary === undefined ? {} : { dictionary }),
+      },
+      (err, out) => {
+        if (err)
+          reject(
+            new StratumError('ERR_COMPRESSION', `gzip compression failed: ${err.message}`, { cause: err }),
+          );
+        else resolve(out);
+      },
+    );
+  });
+}
+
+interface Job {
+  readonly result: Promise<Buffer>;
+  done: boolean;
+}
+
+/**
+ * Compresses blocks pushed in order; hands the compressed bytes, in order, to `emit`. Blocks
+ * must all have the same length except the one given to `finish`. `push` returns while at most
+ * `concurrency` blocks are being compressed, so the caller fills the next one meanwhile.
+ */
+export class ParallelGzip {
+  readonly #level: number;
+  readonly #concurrency: number;
+  readonly #emit: (chunk: Buffer) => void | Promise<void>;
+  readonly #jobs: Job[] = [];
+  #previous: Buffer | undefined;
+  #crc = 0;
+  #length = 0;
+  #started = false;
+  #failed: unknown;
+
+  constructor(opts: {
+    level: number;
+    concurrency: number;
+    emit: (chunk: Buffer) => void | Promise<void>;
+  }) {
+    this.#level = opts.level;
+    this.#concurrency = Math.max(1, opts.concurrency);
+    this.#emit = opts.emit;
+  }
+
+  #submit(block: Buffer, last: boolean): void {
+    const prev = this.#previous;
+    const dictionary = prev === undefined ? undefined : prev.subarray(Math.max(0, prev.length - WINDOW));
+    this.#crc = crc32(block, this.#crc);
+    this.#length += block.length;
+    const job: Job = { result: deflateBlock(block, this.#level, dictionary, last), done: false };
+    job.result.then(
+      () => {
+        job.done = true;
+      },
+      (e: unknown) => {
+        job.done = true;
+        this.#failed ??= e;
+      },
+    );
+    this.#jobs.push(job);
+    this.#previous = block;
+  }
+
+  async #drain(wait: number): Promise<void> {
+    if (!this.#started) {
+      this.#started = true;
+      await this.#emit(HEADER);
+    }
+    // write out what is finished; wait for the oldest while too many are in flight
+    while (this.#jobs.length > 0 && (this.#jobs.length > wait || (this.#jobs[0] as Job).done)) {
+      const job = this.#jobs.shift() as Job;
+      await this.#emit(await job.result);
+    }
+  }
+
+  /** Add a full block (the caller must not change it afterwards). */
+  async push(block: Buffer): Promise<void> {
+    if (this.#failed !== undefined) throw this.#failed;
+    this.#submit(block, false);
+    await this.#drain(this.#concurrency);
+  }
+
+  /** Add the last block (any length, may be empty), then the trailer. */
+  async finish(block: Buffer): Promise<void> {
+    if (this.#failed !== undefined) throw this.#failed;
+    this.#submit(block, true);
+    await this.#drain(0);
+    const trailer = Buffer.alloc(8);
+    trailer.writeUInt32LE(this.#crc >>> 0, 0);
+    trailer.writeUInt32LE(this.#length % 0x1_0000_0000, 4);
+    await this.#emit(trailer);
+  }
+
+  /** Stop: jobs under way finish on their own, their results are dropped. */
+  abort(): void {
+    for (const j of this.#jobs) j.result.catch(() => {});
+    this.#jobs.length = 0;
+  }
+}
