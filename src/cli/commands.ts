@@ -17,6 +17,7 @@ import { storeRefName } from '../transport/open.js';
 import { type GLOBAL_OPTIONS, type OptionSpec, type Parsed, parse, UsageError } from './args.js';
 import { formatBytes, ProgressPrinter } from './progress.js';
 import { serveCommand } from './serve-command.js';
+import { unpackCommand } from './unpack-command.js';
 
 export interface CommandContext {
   readonly signal: AbortSignal;
@@ -465,6 +466,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   },
 
   serve: serveCommand,
+  unpack: unpackCommand,
   logout: {
     summary: 'Remove stored credentials for a registry',
     usage: 'stratum logout HOST[:PORT]',
