@@ -18,7 +18,7 @@
 import { Buffer } from 'node:buffer';
 import type { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
-import { Agent, type Dispatcher } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
 import { abortError, RegistryError, StratumError } from '../errors/errors.js';
 import { readAll } from '../internal/streams.js';
 import { Limits } from '../spec/types.js';
@@ -35,6 +35,7 @@ import {
   transportError,
 } from './http-errors.js';
 import { coversScopes, mergeScopes, type ScopeSet, scopeSet } from './scopes.js';
+import { type UndiciRequest, undici } from './undici.js';
 
 export interface RegistryClientOptions {
   /** Where credentials come from (see credentials.ts). Default: anonymous. */
@@ -152,6 +153,7 @@ function safeHeaderValue(s: string): boolean {
 
 export class RegistryClient {
   readonly #agent: Agent;
+  readonly #send: UndiciRequest;
   readonly #credentials: CredentialSource | undefined;
   readonly #tlsVerify: boolean;
   readonly #insecure: ReadonlySet<string>;
@@ -177,7 +179,9 @@ export class RegistryClient {
     this.chunkSize = Math.max(1024, opts.chunkSize ?? 16 * 1024 * 1024);
     this.resumeAttempts = Math.max(0, opts.resumeAttempts ?? 5);
     const ca = opts.ca === undefined ? undefined : Array.isArray(opts.ca) ? [...opts.ca] : [opts.ca];
-    this.#agent = new Agent({
+    const { Agent: AgentClass, request } = undici();
+    this.#send = request;
+    this.#agent = new AgentClass({
       keepAliveTimeout: 10_000,
       connections: opts.connections ?? 8,
       headersTimeout: opts.idleTimeoutMs ?? 120_000,
@@ -348,7 +352,7 @@ export class RegistryClient {
       if (body === undefined) delete headers['content-length'];
       if (sameOrigin && authorization !== undefined) headers.authorization = authorization;
       const payload = body === undefined ? undefined : typeof body === 'function' ? body() : body;
-      const res = await this.#agent.request({
+      const res = await this.#send(this.#agent, {
         origin: url.origin,
         path: `${url.pathname}${url.search}`,
         method,
@@ -606,7 +610,7 @@ export class RegistryClient {
     for (let attempt = 0; ; attempt++) {
       let res: Dispatcher.ResponseData;
       try {
-        res = await this.#agent.request({
+        res = await this.#send(this.#agent, {
           origin: url.origin,
           path: `${url.pathname}${url.search}`,
           method,
