@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, cp, lstat, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, describe, it, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +21,7 @@ import {
   umociBundle,
 } from '../testing/fixtures.js';
 import { tempDir } from '../testing/tmp.js';
-import { compareTrees, describeTree } from '../testing/tree.js';
+import { compareTrees, describeTree, type TreeEntry } from '../testing/tree.js';
 
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const skip = fixturesSkipReason();
@@ -140,6 +140,67 @@ describe('stratum unpack gives the same bundle as umoci unpack', { skip }, () =>
       assert.deepEqual(normaliseUmociConfig(r.config), normaliseUmociConfig(want));
     });
   }
+
+  it('layers --rootless by an unprivileged user (nobody)', async (t) => {
+    if (!existsSync('/usr/bin/setpriv')) return t.skip('setpriv (util-linux) is missing');
+    const fx = set.image('layers');
+    const dir = await tempDir(t);
+    await chmod(dir, 0o777);
+    const layout = join(dir, 'layout');
+    await cp(fx.layout, layout, { recursive: true });
+    execFileSync('chmod', ['-R', 'a+rX', layout]);
+    const bundle = join(dir, 'bundle');
+    const run = spawnSync(
+      'setpriv',
+      [
+        '--reuid=65534',
+        '--regid=65534',
+        '--clear-groups',
+        process.execPath,
+        CLI,
+        'unpack',
+        '--rootless',
+        '--json',
+        `oci:${layout}:layers`,
+        bundle,
+      ],
+      { encoding: 'utf8', env: { ...process.env, HOME: dir, STRATUM_ROOT: join(dir, 'store') } },
+    );
+    assert.equal(run.status, 0, run.stderr);
+    const events = run.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { event: string; warning?: { code: string } });
+    const codes = events.flatMap((e) => (e.warning ? [e.warning.code] : []));
+    assert.equal(codes.filter((c) => c === 'W_DEVICE_SKIPPED').length, 2);
+    assert.ok(codes.includes('W_XATTR_SKIPPED'));
+    const config = JSON.parse(await readFile(join(bundle, 'config.json'), 'utf8'));
+    assert.deepEqual(config.linux.uidMappings, [{ containerID: 0, hostID: 65534, size: 1 }]);
+    // everything belongs to nobody; only user.* xattrs can be set without privileges
+    const strip = (e: TreeEntry): TreeEntry => {
+      const x = Object.entries(e.xattrs ?? {}).filter(
+        ([k]) => k.startsWith('user.') && k !== 'user.rootlesscontainers',
+      );
+      const { xattrs: _x, ...rest } = e;
+      return { ...rest, uid: 0, gid: 0, ...(x.length > 0 ? { xattrs: Object.fromEntries(x) } : {}) };
+    };
+    const theirs = join(await umociBundle(fx, { rootless: true }), 'rootfs');
+    const devices = new Set(
+      (await describeTree(join(await umociBundle(fx), 'rootfs'), { xattrs: false }))
+        .filter((e) => e.type === 'char' || e.type === 'block')
+        .map((e) => e.path),
+    );
+    const ours = (await describeTree(join(bundle, 'rootfs'), { mtimes: true })).map(strip);
+    assert.ok(
+      (await describeTree(join(bundle, 'rootfs'), { xattrs: false })).every(
+        (e) => e.uid === 65534 && e.gid === 65534,
+      ),
+    );
+    const want = (await describeTree(theirs, { mtimes: true }))
+      .filter((e) => !devices.has(e.path))
+      .map(strip);
+    assert.deepEqual(compareTrees(ours, want, ['stratum as nobody', 'umoci --rootless']), []);
+  });
 
   it('a docker-archive written by skopeo', async (t) => {
     const dir = await tempDir(t);

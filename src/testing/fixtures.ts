@@ -63,6 +63,8 @@ export interface FixtureImage {
   readonly tars?: readonly string[];
   /** Whether umoci refuses its config (a `User` that does not resolve). */
   readonly badUser?: boolean;
+  /** The fixture with the same layers (busybox-user -> busybox): its rootfs serves this one's config. */
+  readonly base: string;
   /** Whether the bundle runs under runc (busybox and debian). */
   readonly runnable?: { readonly args: readonly string[]; readonly expect: string };
   readonly about: string;
@@ -615,6 +617,7 @@ function describe(dir: string, m: Manifest): FixtureSet {
     location: `oci:${layout}:${name}`,
     oracle: 'umoci',
     umociImage: `${layout}:${name}`,
+    base: name.startsWith('busybox') ? 'busybox' : name.startsWith('debian') ? 'debian' : name,
     ...extra,
   });
   const busyboxRun = { args: [] as string[], expect: 'hello from stratum' };
@@ -643,6 +646,7 @@ function describe(dir: string, m: Manifest): FixtureSet {
       location: `oci:${zstd}:layers`,
       oracle: 'umoci',
       umociImage: `${layout}:layers`,
+      base: 'layers',
       about: 'the layers image with zstd layers (skopeo); umoci unpacks the gzip twin',
     },
     img('sparse-gnu', {
@@ -749,6 +753,35 @@ export async function umociBundle(image: FixtureImage, opts: { rootless?: boolea
     },
     { timeoutMs: 10 * 60_000 },
   );
+}
+
+/**
+ * umoci's config.json for a fixture image, from `umoci raw runtime-config` over the rootfs of
+ * its base image's umoci bundle (the same as `umoci unpack` writes, without unpacking again).
+ */
+export async function umociRuntimeConfig(
+  image: FixtureImage,
+  opts: { rootless?: boolean } = {},
+): Promise<unknown> {
+  if (image.umociImage === undefined) throw new Error(`fixture ${image.name} has no umoci oracle`);
+  const set = await getFixtures();
+  const rootfs = join(await umociBundle(set.image(image.base)), 'rootfs');
+  const out = tempName(set.dir, '.config-');
+  try {
+    await run('umoci', [
+      'raw',
+      'runtime-config',
+      ...(opts.rootless ? ['--rootless'] : []),
+      '--image',
+      image.umociImage,
+      '--rootfs',
+      rootfs,
+      out,
+    ]);
+    return JSON.parse(await readFile(out, 'utf8'));
+  } finally {
+    await rm(out, { force: true });
+  }
 }
 
 /**
