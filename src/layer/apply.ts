@@ -217,6 +217,7 @@ type Current =
   | { kind: 'special' };
 
 const NONE: Current = { kind: 'none' };
+const NOT_WHITEOUT = Symbol('not a whiteout');
 
 const isRoot = typeof process.geteuid === 'function' && process.geteuid() === 0;
 
@@ -635,8 +636,8 @@ class Applier implements TarSink {
         );
       }
     } else if (rel.includes('.wh.')) {
-      const kind = this.#whiteoutKind(rel, h);
-      if (kind !== undefined) return kind;
+      const handled = this.#whiteoutKind(rel, h);
+      if (handled !== NOT_WHITEOUT) return handled;
     }
     const hardTarget = h.type === 'hardlink' ? this.#linkTarget(h, rel) : undefined;
     if (this.#pendingNear(rel) || (hardTarget !== undefined && this.#pendingNear(hardTarget))) {
@@ -786,7 +787,7 @@ class Applier implements TarSink {
       const ids = this.#ids(h.uid, h.gid);
       if (ids !== undefined) fchownSync(fd, ids.uid, ids.gid);
       fchmodSync(fd, h.mode);
-      futimesSync(fd, h.atime ?? h.mtime, h.mtime);
+      futimesSync(fd, time(h.atime ?? h.mtime), time(h.mtime));
     } finally {
       closeSync(fd);
     }
@@ -866,7 +867,7 @@ class Applier implements TarSink {
     }
     const ids = this.#ids(h.uid, h.gid);
     if (ids !== undefined) lchownSync(abs, ids.uid, ids.gid);
-    lutimesSync(abs, h.atime ?? h.mtime, h.mtime);
+    lutimesSync(abs, time(h.atime ?? h.mtime), time(h.mtime));
     this.#markWritten(rel, 'symlink', 0, existed);
   }
 
@@ -978,7 +979,7 @@ class Applier implements TarSink {
     const fd = openSync(abs, constants.O_RDONLY | constants.O_NOFOLLOW);
     try {
       fchmodSync(fd, st.mode & 0o7777);
-      futimesSync(fd, st.atimeMs / 1000, st.mtimeMs / 1000);
+      futimesSync(fd, time(st.atimeMs / 1000), time(st.mtimeMs / 1000));
     } finally {
       closeSync(fd);
     }
@@ -1057,8 +1058,8 @@ class Applier implements TarSink {
 
   // --- whiteouts ------------------------------------------------------------------------------
 
-  /** Handle `rel` if it is a whiteout or aufs metadata; undefined if it is an ordinary name. */
-  #whiteoutKind(rel: string, h: TarHeader): void | Promise<void> | undefined {
+  /** Handle `rel` if it is a whiteout or aufs metadata; NOT_WHITEOUT if it is an ordinary name. */
+  #whiteoutKind(rel: string, h: TarHeader): void | Promise<void> | typeof NOT_WHITEOUT {
     // aufs metadata (.wh..wh.plnk/..., .wh..wh.aufs) anywhere in the path: skipped
     if (rel.includes(WHITEOUT_META_PREFIX)) {
       const parts = rel.split('/');
@@ -1073,7 +1074,7 @@ class Applier implements TarSink {
       }
     }
     const kind = classifyWhiteout(rel); // throws ERR_UNSAFE_PATH for .wh. / .wh.. / .wh...
-    if (kind.kind === 'none') return undefined;
+    if (kind.kind === 'none') return NOT_WHITEOUT;
     const dir = parentOf(rel);
     if (kind.kind === 'opaque') {
       this.#counts.opaques++;
@@ -1216,7 +1217,7 @@ class Applier implements TarSink {
       try {
         if (m.uid !== undefined && m.gid !== undefined) fchownSync(fd, m.uid, m.gid);
         fchmodSync(fd, m.mode);
-        if (m.mtime !== undefined) futimesSync(fd, m.atime ?? m.mtime, m.mtime);
+        if (m.mtime !== undefined) futimesSync(fd, time(m.atime ?? m.mtime), time(m.mtime));
       } finally {
         closeSync(fd);
       }
@@ -1243,6 +1244,11 @@ function depth(rel: string): number {
   let n = 0;
   for (let i = rel.indexOf('/'); i !== -1; i = rel.indexOf('/', i + 1)) n++;
   return n;
+}
+
+/** A time for futimes/lutimes: Node turns negative numbers into "now", but takes Dates as they are. */
+function time(seconds: number): number | Date {
+  return seconds >= 0 ? seconds : new Date(seconds * 1000);
 }
 
 function writeAll(fd: number, buf: Buffer, position: number): void {
