@@ -24,7 +24,8 @@ export async function unpack(
       const descriptor = await target.resolve(ref ?? '', opts.signal ? { signal: opts.signal } : {});
       return await unpackImage({ fetcher: target, descriptor }, bundleDir, opts);
     } finally {
-      await target.close();
+      // the store belongs to the session (it is closed with it)
+      if (loc.transport !== 'store') await target.close();
     }
   } finally {
     if (!opts.session) await session.close();
