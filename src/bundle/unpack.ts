@@ -261,11 +261,11 @@ async function stage(bundle: string): Promise<{ staging: string; commit: () => P
       );
     }
   }
-  await chmod(bundle, 0o700);
   const staging = await mkdtemp(join(bundle, '.stratum-unpack-'));
   return {
     staging,
     commit: async () => {
+      await chmod(bundle, 0o700);
       await rename(join(staging, ROOTFS), join(bundle, ROOTFS));
       await rename(join(staging, CONFIG_JSON), join(bundle, CONFIG_JSON));
       await rmdir(staging);

@@ -16,9 +16,13 @@
 //   zstd/         the `layers` image recompressed to zstd by skopeo (umoci cannot read zstd)
 //   busybox-docker.tar  the busybox image as a docker-archive, written by skopeo
 //
-// Run as a script to build (or find) them: `node dist/testing/fixtures.js` prints the
-// directory. Building needs root (devices, owners), GNU tar, umoci, skopeo and busybox;
-// `fixturesSkipReason()` says what is missing.
+// Run as a script to build (or find) them: `node dist/testing/fixtures.js` (or
+// scripts/make-fixtures.sh) prints the directory, $STRATUM_FIXTURES or
+// /dev/shm/stratum-fixtures-vN. Building needs root (devices, owners), GNU tar, umoci, skopeo
+// and busybox; `fixturesSkipReason()` says what is missing. The debootstrap tar is kept apart
+// (it takes a minute to make) so that a new fixture version does not remake it. The oracles
+// are cached with the fixtures too: `umociBundle()` (umoci unpack, once per image) and
+// `umociRuntimeConfig()` (umoci raw runtime-config over a base image's rootfs).
 
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
