@@ -51,7 +51,9 @@ import {
   readdirSync,
   readlinkSync,
   readSync,
+  realpathSync,
   type Stats,
+  statSync,
 } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Writable } from 'node:stream';
@@ -638,14 +640,15 @@ function resolveEpoch(v: number | Date | null | undefined): number | undefined {
   return v;
 }
 
+/** The root as an absolute real path (a symlink given as the root is followed; nothing below it is). */
 function checkRoot(path: string, what: string): string {
   const abs = resolve(path);
-  const st = lstatSync(abs, { throwIfNoEntry: false });
+  const st = statSync(abs, { throwIfNoEntry: false });
   if (st === undefined)
     throw new StratumError('ERR_NOT_FOUND', `the ${what} directory ${abs} does not exist`);
   if (!st.isDirectory())
     throw new StratumError('ERR_INVALID_ARGUMENT', `the ${what} ${abs} is not a directory`);
-  return abs;
+  return realpathSync(abs);
 }
 
 function defaultKeep(name: string): boolean {
@@ -664,6 +667,12 @@ async function makeLayer(plan: Plan, opts: LayerWriteOptions): Promise<DiffResul
   const signal = opts.signal;
   if (signal?.aborted) throw abortError(signal);
   const compression = opts.compression ?? 'gzip';
+  if (compression !== 'gzip' && compression !== 'zstd' && compression !== 'none') {
+    throw new StratumError(
+      'ERR_INVALID_ARGUMENT',
+      `unknown compression ${JSON.stringify(compression)}: expected gzip, zstd or none`,
+    );
+  }
   const epoch = resolveEpoch(opts.sourceDateEpoch);
   const warnings: string[] = [];
   const upper = checkRoot(plan.upper, plan.overlay ? 'overlay upper' : 'upper');
@@ -704,6 +713,7 @@ async function makeLayer(plan: Plan, opts: LayerWriteOptions): Promise<DiffResul
     lower && fsPath(lower).toString('latin1'),
   );
   const [upX, lowX] = await Promise.all([upXP, lowXP]);
+  if (signal?.aborted) throw abortError(signal);
 
   const overlayPrefix = plan.overlay?.prefix;
   const userKeep = opts.xattrFilter ?? defaultKeep;

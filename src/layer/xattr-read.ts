@@ -11,7 +11,7 @@
 
 import { spawn } from 'node:child_process';
 import { findProgram } from '../compression/compression.js';
-import { StratumError } from '../errors/errors.js';
+import { abortError, StratumError } from '../errors/errors.js';
 import type { Xattr } from './tar-writer.js';
 
 /** xattrs per path relative to the root (byte strings), each list sorted by name. */
@@ -99,7 +99,11 @@ export function readTreeXattrs(root: string, signal?: AbortSignal): Promise<Map<
     child.stderr.on('data', (s: string) => {
       if (stderr.length < STDERR_LIMIT) stderr += s.slice(0, STDERR_LIMIT - stderr.length);
     });
-    child.on('error', (e: Error) =>
+    child.on('error', (e: Error) => {
+      if (signal?.aborted) {
+        reject(abortError(signal));
+        return;
+      }
       reject(
         new StratumError(
           'ERR_UNSUPPORTED',
@@ -108,9 +112,13 @@ export function readTreeXattrs(root: string, signal?: AbortSignal): Promise<Map<
             cause: e,
           },
         ),
-      ),
-    );
+      );
+    });
     child.on('close', (code: number | null, sig: NodeJS.Signals | null) => {
+      if (signal?.aborted) {
+        reject(abortError(signal));
+        return;
+      }
       if (code !== 0) {
         const why =
           stderr.trim().split('\n').slice(0, 3).join('; ') ||
