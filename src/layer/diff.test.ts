@@ -166,7 +166,7 @@ describe('diffTrees with no lower tree', () => {
     assert.equal(byName.get('modes/setuid')?.mode, 0o4755);
     assert.equal(byName.get('modes/setgid-dir/')?.mode, 0o2755);
     assert.equal(byName.get('modes/sticky-dir/')?.mode, 0o1777);
-    assert.equal(byName.get('modes/none')?.mode, 0);
+    if (IS_ROOT) assert.equal(byName.get('modes/none')?.mode, 0);
     // a long name in the ustar prefix where it fits, in PAX where it does not
     assert.deepEqual(byName.get(`${LONG_DIR}/short`)?.pax, {});
     assert.equal(byName.get(`${LONG_DIR}/${LONG_NAME}`)?.pax.path, `${LONG_DIR}/${LONG_NAME}`);
