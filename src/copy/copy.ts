@@ -30,6 +30,7 @@ import { fetchManifest } from '../image/image.js';
 import { formatPlatform, hostPlatform, selectPlatform } from '../image/platform.js';
 import { tempName } from '../internal/fs.js';
 import { Semaphore } from '../internal/pool.js';
+import { isVerified, markVerified } from '../internal/verified.js';
 import {
   isManifestMediaType,
   type LayerCompression,
@@ -373,6 +374,9 @@ export class GraphCopier {
       );
       markSource(stream);
       const counted = new Counter(onProgress);
+      // `counted` ends only after `stream` ended and fails when it fails: if `stream` verifies
+      // the blob, so does `counted` (and the destination need not hash it again)
+      if (isVerified(stream, desc.digest, desc.size)) markVerified(counted, desc.digest, desc.size);
       // pipeline forwards a source error into `counted` and keeps it observed until the
       // destination consumes it (the push's own rejection reports it)
       pipeline(stream, counted).catch(() => {});

@@ -32,6 +32,7 @@ import { fsyncPath, tempName, writeFileAtomic } from '../internal/fs.js';
 import { withFileLock } from '../internal/lock.js';
 import { mapLimit } from '../internal/pool.js';
 import { readAll } from '../internal/streams.js';
+import { isVerified, markVerified } from '../internal/verified.js';
 import { isManifestMediaType, MediaType } from '../spec/media-types.js';
 import { checkRefName } from '../spec/ref-name.js';
 import { ANNOTATION_REF_NAME, type Descriptor, Limits } from '../spec/types.js';
@@ -379,7 +380,7 @@ export class LayoutTarget implements Target, Deleter, RootLister, TagLister {
       signal.addEventListener('abort', onAbort, { once: true });
       verifier.once('close', () => signal.removeEventListener('abort', onAbort));
     }
-    return verifier;
+    return markVerified(verifier, digest, size);
   }
 
   async push(desc: Descriptor, content: Content, opts: PushOptions = {}): Promise<void> {
@@ -412,10 +413,10 @@ export class LayoutTarget implements Target, Deleter, RootLister, TagLister {
         }
         opts.onProgress?.(content.byteLength);
       } else {
-        const stages: (Readable | Transform | NodeJS.WritableStream)[] = [
-          content,
-          new VerifyingStream({ digest, size, what }),
-        ];
+        const stages: (Readable | Transform | NodeJS.WritableStream)[] = [content];
+        // a stream that verifies these bytes itself fails before it ends if they are wrong
+        // (a blob fetched from another Target): hashing them again would only cost time
+        if (!isVerified(content, digest, size)) stages.push(new VerifyingStream({ digest, size, what }));
         if (opts.onProgress) stages.push(new ProgressCounter(opts.onProgress));
         stages.push(createWriteStream(tmp, { flags: 'wx', mode: 0o644 }));
         await pipeline(stages as [Readable, ...Transform[], NodeJS.WritableStream], signal ? { signal } : {});

@@ -7,6 +7,7 @@
 import { Readable } from 'node:stream';
 import { type Digest, VerifyingStream } from '../digest/digest.js';
 import { abortError, RegistryError, StratumError } from '../errors/errors.js';
+import { markVerified } from '../internal/verified.js';
 import { delay } from './backoff.js';
 import { header, type RegistryResponse } from './client.js';
 import { discardBody, transportError } from './http-errors.js';
@@ -103,5 +104,5 @@ export function resumableBlobStream(opts: ResumableOptions): VerifyingStream {
     source.destroy();
   });
   source.pipe(verifier);
-  return verifier;
+  return markVerified(verifier, opts.digest, opts.size);
 }

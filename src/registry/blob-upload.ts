@@ -14,6 +14,7 @@ import type { Content } from '../content/types.js';
 import { type Digest, Digester, VerifyingStream, verifyBytes } from '../digest/digest.js';
 import { DigestMismatchError, RegistryError, SizeMismatchError, StratumError } from '../errors/errors.js';
 import { toReadable } from '../internal/streams.js';
+import { isVerified } from '../internal/verified.js';
 import type { Descriptor } from '../spec/types.js';
 import { header, type RegistryClient, type RegistryResponse } from './client.js';
 import { discardBody } from './http-errors.js';
@@ -155,6 +156,18 @@ async function upload(ctx: UploadContext, desc: Descriptor, content: Content): P
   }
 }
 
+/** `source` through a pass-through that reports what undici takes (a 'data' listener would race it for the chunks). */
+function counting(source: Readable, report: (bytes: number) => void): Readable {
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      report(chunk.byteLength);
+      cb(null, chunk);
+    },
+  });
+  source.on('error', (e) => counter.destroy(e));
+  return source.pipe(counter);
+}
+
 async function monolithic(
   ctx: UploadContext,
   desc: Descriptor,
@@ -165,6 +178,13 @@ async function monolithic(
   let body: Uint8Array | Readable;
   if (content instanceof Uint8Array) {
     body = content;
+  } else if (isVerified(content, desc.digest, desc.size)) {
+    // the stream checks these bytes itself and fails before it ends if they are wrong, so
+    // undici never completes the PUT (a blob fetched from another Target)
+    content.on('error', (e) => {
+      verifyError = e;
+    });
+    body = ctx.onProgress ? counting(content, ctx.onProgress) : content;
   } else {
     const verifier = new VerifyingStream({ digest: desc.digest, size: desc.size, what: ctx.what });
     verifier.on('error', (e) => {
@@ -172,19 +192,7 @@ async function monolithic(
     });
     content.on('error', (e) => verifier.destroy(e));
     content.pipe(verifier);
-    body = verifier;
-    if (ctx.onProgress) {
-      // count what undici takes; a 'data' listener would race it for the chunks
-      const report = ctx.onProgress;
-      const counter = new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          report(chunk.byteLength);
-          cb(null, chunk);
-        },
-      });
-      verifier.on('error', (e) => counter.destroy(e));
-      body = verifier.pipe(counter);
-    }
+    body = ctx.onProgress ? counting(verifier, ctx.onProgress) : verifier;
   }
   try {
     const res = await ctx.client.request({
