@@ -15,6 +15,7 @@ import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { compressStream, decompressStream, peekCompression } from '../compression/compression.js';
 import {
   type Fetcher,
@@ -25,7 +26,7 @@ import {
   type Target,
 } from '../content/types.js';
 import { type Digest, Digester } from '../digest/digest.js';
-import { abortError, CopyError, type CopySide, StratumError } from '../errors/errors.js';
+import { abortError, CopyError, type CopySide, RegistryError, StratumError } from '../errors/errors.js';
 import { fetchManifest } from '../image/image.js';
 import { formatPlatform, hostPlatform, selectPlatform } from '../image/platform.js';
 import { tempName } from '../internal/fs.js';
@@ -361,36 +362,56 @@ export class GraphCopier {
         }
       }
       this.#emit({ type: 'blob-start', descriptor: desc });
-      let seen = 0;
-      const onProgress = (n: number) => {
-        seen += n;
-        this.#emit({ type: 'blob-progress', descriptor: desc, bytes: seen });
-      };
-      const stream = await onSide(
-        'source',
-        `fetch blob ${desc.digest}`,
-        () => this.#src.fetch(desc, sopts),
-        signal,
-      );
-      markSource(stream);
-      const counted = new Counter(onProgress);
-      // `counted` ends only after `stream` ended and fails when it fails: if `stream` verifies
-      // the blob, so does `counted` (and the destination need not hash it again)
-      if (isVerified(stream, desc.digest, desc.size)) markVerified(counted, desc.digest, desc.size);
-      // pipeline forwards a source error into `counted` and keeps it observed until the
-      // destination consumes it (the push's own rejection reports it)
-      pipeline(stream, counted).catch(() => {});
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await this.#transfer(desc);
+          break;
+        } catch (e) {
+          if (attempt >= BLOB_RETRIES || !worthRetrying(e) || signal.aborted) throw e;
+          await delay(RETRY_PAUSE_MS * (attempt + 1), signal);
+        }
+      }
+      this.stats.copied++;
+      this.stats.bytes += desc.size;
+      this.#emit({ type: 'blob-done', descriptor: desc, action: 'copied', result: desc });
+      return desc;
+    });
+  }
+
+  /** Fetch a blob and push it; the stream is dropped when the push fails. */
+  async #transfer(desc: Descriptor): Promise<void> {
+    const signal = this.#signal;
+    const sopts = { signal };
+    let seen = 0;
+    const onProgress = (n: number) => {
+      seen += n;
+      this.#emit({ type: 'blob-progress', descriptor: desc, bytes: seen });
+    };
+    const stream = await onSide(
+      'source',
+      `fetch blob ${desc.digest}`,
+      () => this.#src.fetch(desc, sopts),
+      signal,
+    );
+    markSource(stream);
+    const counted = new Counter(onProgress);
+    // `counted` ends only after `stream` ended and fails when it fails: if `stream` verifies
+    // the blob, so does `counted` (and the destination need not hash it again)
+    if (isVerified(stream, desc.digest, desc.size)) markVerified(counted, desc.digest, desc.size);
+    // pipeline forwards a source error into `counted` and keeps it observed until the
+    // destination consumes it (the push's own rejection reports it)
+    pipeline(stream, counted).catch(() => {});
+    try {
       await onSide(
         'destination',
         `push blob ${desc.digest}`,
         () => this.#dst.push(desc, counted, sopts),
         signal,
       );
-      this.stats.copied++;
-      this.stats.bytes += desc.size;
-      this.#emit({ type: 'blob-done', descriptor: desc, action: 'copied', result: desc });
-      return desc;
-    });
+    } catch (e) {
+      if (!counted.destroyed) counted.destroy();
+      throw e;
+    }
   }
 
   async #convertLayer(desc: Descriptor, want: LayerCompression): Promise<Descriptor> {
@@ -453,6 +474,31 @@ export class GraphCopier {
         if (!source.destroyed) source.destroy();
       }
     });
+  }
+}
+
+/**
+ * Blob transfers tried again after the destination failed on its network or with a 5xx/429
+ * (each fetches the blob anew). A streamed upload cannot be replayed by the registry client
+ * itself, so this is where a push of a big layer survives a dropped connection.
+ */
+const BLOB_RETRIES = 2;
+const RETRY_PAUSE_MS = 250;
+
+function worthRetrying(e: unknown): boolean {
+  return (
+    e instanceof CopyError &&
+    e.side === 'destination' &&
+    e.inner instanceof RegistryError &&
+    e.inner.retryable
+  );
+}
+
+async function delay(ms: number, signal: AbortSignal): Promise<void> {
+  try {
+    await sleep(ms, undefined, { signal });
+  } catch {
+    throw abortError(signal);
   }
 }
 
