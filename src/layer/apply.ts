@@ -33,6 +33,7 @@
 // are checked the same way; the root itself can only be changed by a directory entry.
 
 import {
+  chmodSync,
   closeSync,
   constants,
   copyFileSync,
@@ -213,13 +214,34 @@ interface Written {
 
 type Current =
   | { kind: 'none' }
-  | { kind: 'file'; fd: number; h: TarHeader; rel: string; seg: number; segLeft: number; pos: number }
+  | {
+      kind: 'file';
+      fd: number;
+      h: TarHeader;
+      rel: string;
+      seg: number;
+      segLeft: number;
+      pos: number;
+      chown: boolean;
+      chmod: boolean;
+    }
   | { kind: 'special' };
 
 const NONE: Current = { kind: 'none' };
 const NOT_WHITEOUT = Symbol('not a whiteout');
 
-const isRoot = typeof process.geteuid === 'function' && process.geteuid() === 0;
+const euid = typeof process.geteuid === 'function' ? process.geteuid() : -1;
+const egid = typeof process.getegid === 'function' ? process.getegid() : -1;
+const isRoot = euid === 0;
+
+/** The process umask, or undefined where it cannot be read (worker threads). */
+function currentUmask(): number | undefined {
+  try {
+    return process.umask();
+  } catch {
+    return undefined;
+  }
+}
 
 function mutableCounts(): { -readonly [K in keyof ApplyCounts]: number } {
   return {
@@ -418,13 +440,14 @@ class Applier implements TarSink {
   readonly #warnings: ApplyWarning[] = [];
   #bytes = 0;
   #entryCount = 0;
+  readonly #umask = currentUmask();
   #cur: Current = NONE;
   /** Overlay form: directories made where this layer's whiteout device stood. */
   readonly #replacedWhiteouts = new Set<string>();
 
   constructor(root: string, opts: ApplyOptions) {
     this.#opts = opts;
-    this.#safe = new SafeRoot(root);
+    this.#safe = new SafeRoot(root, isRoot ? undefined : (rel, st) => this.#writable(rel, st));
     this.#overlay = opts.form === 'overlay';
     this.#owner = opts.owner ?? (isRoot ? 'preserve' : 'caller');
     this.#devices = opts.devices ?? (isRoot ? 'create' : 'skip');
@@ -508,6 +531,24 @@ class Applier implements TarSink {
     },
   };
 
+  /**
+   * Not root: an existing directory we cannot write into (a read-only directory of a lower
+   * layer) is opened up now and gets its mode back at the end.
+   */
+  #writable(rel: string, st: Stats): void {
+    if ((st.mode & 0o300) === 0o300 || st.uid !== euid) return;
+    chmodSync(this.#safe.abs(rel), (st.mode & 0o7777) | 0o700);
+    if (!this.#dirMeta.has(rel)) {
+      this.#dirMeta.set(rel, {
+        mode: st.mode & 0o7777,
+        uid: undefined,
+        gid: undefined,
+        mtime: undefined,
+        atime: undefined,
+      });
+    }
+  }
+
   /** A directory made because an entry needed it: 0755 (or the lower layer's metadata). */
   #implicitDir(rel: string): void {
     let meta: DirMeta = { mode: 0o755, uid: undefined, gid: undefined, mtime: undefined, atime: undefined };
@@ -542,6 +583,13 @@ class Applier implements TarSink {
    */
   #removeTree(rel: string): number {
     const abs = this.#safe.abs(rel);
+    if (!isRoot) {
+      try {
+        chmodSync(abs, 0o700); // it goes anyway; without root we need to write into it
+      } catch {
+        // not ours: the removal below says why it fails
+      }
+    }
     let bytes = 0;
     for (const d of readdirSync(abs, { withFileTypes: true })) {
       const child = `${rel}/${d.name}`;
@@ -695,7 +743,7 @@ class Applier implements TarSink {
     const cur = this.#cur;
     this.#cur = NONE;
     if (cur.kind === 'file') {
-      this.#finishFile(cur.fd, cur.h);
+      this.#finishFile(cur.fd, cur.h, cur.chown, cur.chmod);
       return;
     }
     if (cur.kind === 'special') return this.#special.end();
@@ -768,25 +816,35 @@ class Applier implements TarSink {
     }
     const abs = this.#safe.abs(rel);
     const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+    // the mode open() gives is the mode the layer wants unless the umask takes bits away; the
+    // owner is ours unless the entry says otherwise or the directory passes its group on
+    const ids = this.#ids(h.uid, h.gid);
+    const chown =
+      ids !== undefined && (ids.uid !== euid || ids.gid !== egid || this.#safe.isSetgid(parentOf(rel)));
+    const chmod = this.#umask === undefined || (h.mode & this.#umask) !== 0 || (h.mode & 0o7000) !== 0;
+    const createMode = chmod ? 0o600 : h.mode;
     let fd: number;
     let existed: Stats | 'ours' | undefined;
     try {
-      fd = openSync(abs, flags, 0o600);
+      fd = openSync(abs, flags, createMode);
     } catch (e) {
       if (errno(e) !== 'EEXIST') throw e;
       existed = this.#clear(rel, 'file').existed;
-      fd = openSync(abs, flags, 0o600);
+      fd = openSync(abs, flags, createMode);
     }
     this.#markWritten(rel, 'file', h.realSize, existed);
-    this.#cur = { kind: 'file', fd, h, rel, seg: 0, segLeft: 0, pos: 0 };
+    this.#cur = { kind: 'file', fd, h, rel, seg: 0, segLeft: 0, pos: 0, chown, chmod };
   }
 
-  #finishFile(fd: number, h: TarHeader): void {
+  #finishFile(fd: number, h: TarHeader, chown: boolean, chmod: boolean): void {
     try {
       if (h.sparse !== undefined) ftruncateSync(fd, h.realSize);
-      const ids = this.#ids(h.uid, h.gid);
-      if (ids !== undefined) fchownSync(fd, ids.uid, ids.gid);
-      fchmodSync(fd, h.mode);
+      if (chown) {
+        const ids = this.#ids(h.uid, h.gid);
+        if (ids !== undefined) fchownSync(fd, ids.uid, ids.gid);
+      }
+      // after chown, which clears setuid and setgid
+      if (chmod) fchmodSync(fd, h.mode);
       futimesSync(fd, time(h.atime ?? h.mtime), time(h.mtime));
     } finally {
       closeSync(fd);
@@ -825,7 +883,8 @@ class Applier implements TarSink {
       existed = c.existed;
       if (!c.merge) mkdirSync(abs, 0o700);
     }
-    this.#safe.remember(rel);
+    if (existed !== undefined && existed !== 'ours') this.#safe.found(rel, existed);
+    else this.#safe.remember(rel);
     this.#dirMeta.set(rel, meta);
     this.#markWritten(rel, 'directory', 0, existed);
     let p: void | Promise<void> | undefined;
@@ -866,7 +925,9 @@ class Applier implements TarSink {
       symlinkSync(h.linkname, abs);
     }
     const ids = this.#ids(h.uid, h.gid);
-    if (ids !== undefined) lchownSync(abs, ids.uid, ids.gid);
+    if (ids !== undefined && (ids.uid !== euid || ids.gid !== egid || this.#safe.isSetgid(parentOf(rel)))) {
+      lchownSync(abs, ids.uid, ids.gid);
+    }
     lutimesSync(abs, time(h.atime ?? h.mtime), time(h.mtime));
     this.#markWritten(rel, 'symlink', 0, existed);
   }
@@ -1153,7 +1214,7 @@ class Applier implements TarSink {
       return;
     }
     if (!st.isDirectory()) return;
-    this.#safe.remember(rel);
+    if (!this.#safe.known(rel)) this.#safe.found(rel, st);
     for (const name of readdirSync(abs)) this.#removeLower(`${rel}/${name}`);
   }
 

@@ -82,7 +82,11 @@ export function isWithin(rel: string, dir: string): boolean {
 
 interface DirNode {
   children: Set<string> | undefined;
+  /** The directory had the setgid bit when we found it (new entries inherit its group). */
+  setgid: boolean;
 }
+
+const S_ISGID = 0o2000;
 
 /** Hooks a caller gives `ensureDir` to track what it changes. */
 export interface EnsureDirHooks {
@@ -97,9 +101,19 @@ export class SafeRoot {
   readonly root: string;
   readonly #nodes = new Map<string, DirNode>();
 
-  constructor(root: string) {
+  readonly #onFound: ((rel: string, st: Stats) => void) | undefined;
+
+  /** `onFound` is told of every existing directory the first time it is looked at (not the root). */
+  constructor(root: string, onFound?: (rel: string, st: Stats) => void) {
     this.root = root;
-    this.#nodes.set('', { children: undefined });
+    this.#onFound = onFound;
+    this.#nodes.set('', { children: undefined, setgid: (lstatSync(root).mode & S_ISGID) !== 0 });
+  }
+
+  /** Remember an existing directory found on disk. */
+  found(rel: string, st: Stats): void {
+    this.remember(rel, (st.mode & S_ISGID) !== 0);
+    this.#onFound?.(rel, st);
   }
 
   /** Absolute path of a clean relative path. */
@@ -112,10 +126,22 @@ export class SafeRoot {
     return this.#nodes.has(rel);
   }
 
-  /** Record that `rel` is a real directory (its parent must be known). */
-  remember(rel: string): void {
-    if (this.#nodes.has(rel)) return;
-    this.#nodes.set(rel, { children: undefined });
+  /** Whether the known directory `rel` had the setgid bit when it was found. */
+  isSetgid(rel: string): boolean {
+    return this.#nodes.get(rel)?.setgid ?? true;
+  }
+
+  /**
+   * Record that `rel` is a real directory (its parent must be known). `setgid`: it has the
+   * setgid bit now (false for a directory this process just made).
+   */
+  remember(rel: string, setgid = false): void {
+    const known = this.#nodes.get(rel);
+    if (known !== undefined) {
+      known.setgid = setgid;
+      return;
+    }
+    this.#nodes.set(rel, { children: undefined, setgid });
     const parent = this.#nodes.get(parentOf(rel));
     if (parent === undefined) {
       this.#nodes.delete(rel);
@@ -175,7 +201,7 @@ export class SafeRoot {
     }
     const st = lstatSync(abs);
     if (st.isDirectory()) {
-      this.remember(rel);
+      this.found(rel, st);
       return;
     }
     if (st.isSymbolicLink()) {
@@ -207,7 +233,7 @@ export class SafeRoot {
       throw e;
     }
     if (st.isDirectory()) {
-      this.remember(rel);
+      this.found(rel, st);
       return true;
     }
     if (st.isSymbolicLink()) {
