@@ -62,7 +62,6 @@ export class BcryptPool {
   #spawn(): Slot {
     const worker = new Worker(new URL('./bcrypt-worker.js', import.meta.url));
     const slot: Slot = { worker, job: undefined };
-    worker.unref();
     worker.on('message', (m: { id: number; ok: boolean }) => {
       const job = slot.job;
       if (job?.id !== m.id) return;
@@ -91,6 +90,8 @@ export class BcryptPool {
     worker.on('exit', (code) => {
       if (this.#slots.includes(slot)) fail(new Error(`worker exited with code ${code}`));
     });
+    // after the listeners: adding a 'message' listener refs the worker's port again
+    worker.unref();
     this.#slots.push(slot);
     return slot;
   }
