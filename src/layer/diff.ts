@@ -68,6 +68,7 @@ import {
   splitDevice,
   type TarWriteHeader,
   type TarWriteType,
+  writeHeader,
   type Xattr,
 } from './tar-writer.js';
 import { isOverlayOpaqueValue, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout.js';
@@ -504,6 +505,36 @@ function tarType(kind: Kind): TarWriteType {
   return kind === 'socket' ? 'file' : kind;
 }
 
+/** The tar header of one record (hardlinks resolved against `firstPath`). */
+function headerOf(rec: Rec, firstPath: Map<string, string>, clamp: (ms: number) => number): TarWriteHeader {
+  if (rec.t === 'marker') {
+    return { name: rec.rel, type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime: clamp(rec.mtimeMs) };
+  }
+  const m = rec.m;
+  const base = { mode: m.mode, uid: m.uid, gid: m.gid, mtime: clamp(m.mtimeMs), size: 0 };
+  if (m.inode !== undefined) {
+    const first = firstPath.get(m.inode);
+    if (first !== undefined) return { ...base, name: rec.rel, type: 'hardlink', linkname: first };
+    firstPath.set(m.inode, rec.rel);
+  }
+  const h = rec.xattrs === undefined ? base : { ...base, xattrs: rec.xattrs };
+  switch (m.kind) {
+    case 'directory':
+      return { ...h, name: `${rec.rel}/`, type: 'directory' };
+    case 'symlink':
+      return { ...h, name: rec.rel, type: 'symlink', linkname: rec.link ?? '' };
+    case 'char':
+    case 'block': {
+      const { major, minor } = splitDevice(m.rdev);
+      return { ...h, name: rec.rel, type: m.kind, devmajor: major, devminor: minor };
+    }
+    case 'file':
+      return { ...h, name: rec.rel, type: 'file', size: m.size };
+    default:
+      return { ...h, name: rec.rel, type: tarType(m.kind) };
+  }
+}
+
 async function writeRecords(
   out: LayerOutput,
   recs: readonly Rec[],
@@ -516,79 +547,26 @@ async function writeRecords(
     return epoch !== undefined && s > epoch ? epoch : s;
   };
   let entries = 0;
+  // awaits only where a block is full or a PAX header goes out: no promise per entry
   for (const rec of recs) {
     if (++entries % 1024 === 0 && signal?.aborted) throw abortError(signal);
-    if (rec.t === 'marker') {
-      await writeHeader(out, {
-        name: rec.rel,
-        type: 'file',
-        mode: 0,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        mtime: clamp(rec.mtimeMs),
-      });
-      continue;
-    }
-    const m = rec.m;
-    const base = { mode: m.mode, uid: m.uid, gid: m.gid, mtime: clamp(m.mtimeMs) };
-    if (m.inode !== undefined) {
-      const first = firstPath.get(m.inode);
-      if (first !== undefined) {
-        await writeHeader(out, { ...base, name: rec.rel, type: 'hardlink', size: 0, linkname: first });
-        continue;
-      }
-      firstPath.set(m.inode, rec.rel);
-    }
-    const xattrs = rec.xattrs === undefined ? {} : { xattrs: rec.xattrs };
-    switch (m.kind) {
-      case 'directory':
-        await writeHeader(out, { ...base, ...xattrs, name: `${rec.rel}/`, type: 'directory', size: 0 });
-        break;
-      case 'symlink':
-        await writeHeader(out, {
-          ...base,
-          ...xattrs,
-          name: rec.rel,
-          type: 'symlink',
-          size: 0,
-          linkname: rec.link ?? '',
-        });
-        break;
-      case 'char':
-      case 'block': {
-        const { major, minor } = splitDevice(m.rdev);
-        await writeHeader(out, {
-          ...base,
-          ...xattrs,
-          name: rec.rel,
-          type: m.kind,
-          size: 0,
-          devmajor: major,
-          devminor: minor,
-        });
-        break;
-      }
-      case 'file':
-        await writeHeader(out, { ...base, ...xattrs, name: rec.rel, type: 'file', size: m.size });
-        if (m.size > 0) await writeBody(out, rec.abs, m.size);
-        break;
-      default:
-        await writeHeader(out, { ...base, ...xattrs, name: rec.rel, type: tarType(m.kind), size: 0 });
-    }
+    const h = headerOf(rec, firstPath, clamp);
+    const p = putHeader(out, h);
+    if (p) await p;
+    if (h.type === 'file' && h.size > 0) await writeBody(out, (rec as { abs: string }).abs, h.size);
   }
   return entries;
 }
 
-async function writeHeader(out: LayerOutput, h: TarWriteHeader): Promise<void> {
-  const bytes = encodeHeader(h);
-  if (bytes.length === BLOCK) {
-    await out.room();
-    bytes.copy(out.buf, out.pos);
+/** Write a header; a promise only when a block had to be flushed or PAX records written. */
+function putHeader(out: LayerOutput, h: TarWriteHeader): Promise<void> | undefined {
+  if (out.pos >= out.buf.length) return (out.room() as Promise<void>).then(() => putHeader(out, h));
+  // the common case: one ustar block written in place; PAX headers are built apart
+  if (writeHeader(h, out.buf, out.pos)) {
     out.pos += BLOCK;
-  } else {
-    await out.write(bytes);
+    return undefined;
   }
+  return out.write(encodeHeader(h));
 }
 
 /** Copy `size` bytes of the file at `abs` into the output, straight into its blocks. */
@@ -597,7 +575,7 @@ async function writeBody(out: LayerOutput, abs: string, size: number): Promise<v
   try {
     let pos = 0;
     while (pos < size) {
-      await out.room();
+      if (out.pos >= out.buf.length) await out.room();
       const n = readSync(fd, out.buf, out.pos, Math.min(size - pos, out.buf.length - out.pos), pos);
       if (n === 0) {
         throw new SizeMismatchError(

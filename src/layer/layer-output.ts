@@ -148,12 +148,17 @@ export class LayerOutput {
   #size = 0;
   #bytes = 0;
   #closed = false;
+  /** Blocks nobody reads any more, to fill again (fewer large allocations, less GC). */
+  readonly #free: Buffer[] = [];
+  /** 'none' into a file: a block is written synchronously and free at once. */
+  readonly #reuseAfterWrite: boolean;
 
   constructor(opts: LayerOutputOptions) {
     this.#compression = opts.compression;
     this.#signal = opts.signal;
     this.#blockSize = GZIP_BLOCK_SIZE;
     this.buf = Buffer.allocUnsafe(this.#blockSize);
+    this.#reuseAfterWrite = opts.compression === 'none' && typeof opts.destination === 'string';
     this.#digest = opts.compression === 'none' ? this.#diff : createHash('sha256');
     // validate the level (and zstd's availability) before anything is created on disk
     const codec =
@@ -182,6 +187,9 @@ export class LayerOutput {
         level: opts.level ?? 6,
         concurrency: opts.concurrency ?? availableParallelism(),
         emit: (c) => this.#emit(c),
+        release: (b) => {
+          if (b.length === this.#blockSize) this.#free.push(b);
+        },
       });
     } else if (codec !== undefined) {
       this.#codec = codec;
@@ -241,16 +249,20 @@ export class LayerOutput {
       if (p) await p;
     }
     if (!last) {
-      this.buf = Buffer.allocUnsafe(this.#blockSize);
+      if (this.#reuseAfterWrite) this.#free.push(this.buf);
+      this.buf = this.#free.pop() ?? Buffer.allocUnsafe(this.#blockSize);
       this.pos = 0;
       // let compression results, the destination and an abort be seen
       await yieldNow();
     }
   }
 
-  /** Make sure the block has room (at least one 512-byte block: every write is aligned). */
-  async room(): Promise<void> {
-    if (this.pos >= this.buf.length) await this.#flush(false);
+  /**
+   * Make sure the block has room (at least one 512-byte block: every write is aligned).
+   * Returns a promise only when a full block had to be passed on first.
+   */
+  room(): Promise<void> | undefined {
+    return this.pos >= this.buf.length ? this.#flush(false) : undefined;
   }
 
   /** Append bytes, flushing full blocks. */

@@ -17,7 +17,7 @@ import { crc32, deflateRaw, constants as zc } from 'node:zlib';
 import { StratumError } from '../errors/errors.js';
 
 const WINDOW = 32 * 1024;
-export const GZIP_BLOCK_SIZE = 1024 * 1024;
+export const GZIP_BLOCK_SIZE = 4 * 1024 * 1024;
 const HEADER = Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
 
 function deflateBlock(
@@ -46,8 +46,10 @@ function deflateBlock(
 }
 
 interface Job {
+  readonly block: Buffer;
   readonly result: Promise<Buffer>;
   done: boolean;
+  emitted: boolean;
 }
 
 /**
@@ -59,29 +61,43 @@ export class ParallelGzip {
   readonly #level: number;
   readonly #concurrency: number;
   readonly #emit: (chunk: Buffer) => void | Promise<void>;
+  readonly #release: ((block: Buffer) => void) | undefined;
   readonly #jobs: Job[] = [];
-  #previous: Buffer | undefined;
+  #previous: Job | undefined;
   #crc = 0;
   #length = 0;
   #started = false;
   #failed: unknown;
 
+  /**
+   * `release` gets each block back once nothing reads it any more (compressed, and no longer
+   * the next block's dictionary), so the caller can fill it again.
+   */
   constructor(opts: {
     level: number;
     concurrency: number;
     emit: (chunk: Buffer) => void | Promise<void>;
+    release?: (block: Buffer) => void;
   }) {
     this.#level = opts.level;
     this.#concurrency = Math.max(1, opts.concurrency);
     this.#emit = opts.emit;
+    this.#release = opts.release;
   }
 
   #submit(block: Buffer, last: boolean): void {
     const prev = this.#previous;
-    const dictionary = prev === undefined ? undefined : prev.subarray(Math.max(0, prev.length - WINDOW));
+    const dictionary =
+      prev === undefined ? undefined : prev.block.subarray(Math.max(0, prev.block.length - WINDOW));
     this.#crc = crc32(block, this.#crc);
     this.#length += block.length;
-    const job: Job = { result: deflateBlock(block, this.#level, dictionary, last), done: false };
+    // the dictionary is copied into the new stream here, synchronously: prev is free after this
+    const job: Job = {
+      block,
+      result: deflateBlock(block, this.#level, dictionary, last),
+      done: false,
+      emitted: false,
+    };
     job.result.then(
       () => {
         job.done = true;
@@ -92,7 +108,8 @@ export class ParallelGzip {
       },
     );
     this.#jobs.push(job);
-    this.#previous = block;
+    this.#previous = job;
+    if (prev?.emitted) this.#release?.(prev.block);
   }
 
   async #drain(wait: number): Promise<void> {
@@ -104,6 +121,8 @@ export class ParallelGzip {
     while (this.#jobs.length > 0 && (this.#jobs.length > wait || (this.#jobs[0] as Job).done)) {
       const job = this.#jobs.shift() as Job;
       await this.#emit(await job.result);
+      job.emitted = true;
+      if (job !== this.#previous) this.#release?.(job.block);
     }
   }
 

@@ -112,29 +112,31 @@ function ustarBlock(
   size: number,
   uid: number,
   gid: number,
+  b: Buffer = Buffer.alloc(BLOCK),
+  o = 0,
 ): Buffer {
-  const b = Buffer.alloc(BLOCK);
-  b.write(name.base, 0, NAME_SIZE, 'latin1');
-  writeOctal(b, 100, 8, h.mode & 0o7777);
-  writeOctal(b, 108, 8, uid);
-  writeOctal(b, 116, 8, gid);
-  writeOctal(b, 124, 12, size);
-  writeOctal(b, 136, 12, clampTime(h.mtime));
-  b.write(typeflag, 156, 1, 'latin1');
-  b.write(linkname, 157, NAME_SIZE, 'latin1');
-  b.write('ustar\u000000', 257, 8, 'latin1');
+  if (o !== 0 || b.length !== BLOCK) b.fill(0, o, o + BLOCK);
+  b.write(name.base, o, NAME_SIZE, 'latin1');
+  writeOctal(b, o + 100, 8, h.mode & 0o7777);
+  writeOctal(b, o + 108, 8, uid);
+  writeOctal(b, o + 116, 8, gid);
+  writeOctal(b, o + 124, 12, size);
+  writeOctal(b, o + 136, 12, clampTime(h.mtime));
+  b.write(typeflag, o + 156, 1, 'latin1');
+  b.write(linkname, o + 157, NAME_SIZE, 'latin1');
+  b.write('ustar\u000000', o + 257, 8, 'latin1');
   if (h.type === 'char' || h.type === 'block') {
-    writeOctal(b, 329, 8, h.devmajor ?? 0);
-    writeOctal(b, 337, 8, h.devminor ?? 0);
+    writeOctal(b, o + 329, 8, h.devmajor ?? 0);
+    writeOctal(b, o + 337, 8, h.devminor ?? 0);
   }
-  b.write(name.prefix, 345, PREFIX_SIZE, 'latin1');
+  b.write(name.prefix, o + 345, PREFIX_SIZE, 'latin1');
   // checksum: the sum of all bytes with the checksum field read as spaces
-  b.fill(0x20, 148, 156);
+  b.fill(0x20, o + 148, o + 156);
   let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += b[i] as number;
-  b.write(sum.toString(8).padStart(6, '0'), 148, 6, 'latin1');
-  b[154] = 0;
-  b[155] = 0x20;
+  for (let i = o; i < o + BLOCK; i++) sum += b[i] as number;
+  b.write(sum.toString(8).padStart(6, '0'), o + 148, 6, 'latin1');
+  b[o + 154] = 0;
+  b[o + 155] = 0x20;
   return b;
 }
 
@@ -148,6 +150,18 @@ function clampTime(t: number): number {
  * needed. The length is a multiple of 512; the body (for files) and its padding follow.
  */
 export function encodeHeader(h: TarWriteHeader): Buffer {
+  return encode(h, undefined, 0) as Buffer;
+}
+
+/**
+ * Write the header into `target` at `offset` when it is a single ustar block (no PAX needed)
+ * and return true; return false (writing nothing) when it needs more: use encodeHeader then.
+ */
+export function writeHeader(h: TarWriteHeader, target: Buffer, offset: number): boolean {
+  return encode(h, target, offset) !== undefined;
+}
+
+function encode(h: TarWriteHeader, target: Buffer | undefined, offset: number): Buffer | undefined {
   noNul('name', h.name);
   const linkname = h.linkname ?? '';
   noNul('link target', linkname);
@@ -203,6 +217,10 @@ export function encodeHeader(h: TarWriteHeader): Buffer {
     records.push([`SCHILY.xattr.${xname}`, Buffer.from(value.buffer, value.byteOffset, value.byteLength)]);
   }
   if (binary) records.push(['hdrcharset', Buffer.from('BINARY')]);
+  if (target !== undefined) {
+    if (records.length > 0) return undefined;
+    return ustarBlock(h, TYPEFLAG[h.type], name, link, size, uid, gid, target, offset);
+  }
   const header = ustarBlock(h, TYPEFLAG[h.type], name, link, size, uid, gid);
   if (records.length === 0) return header;
 
