@@ -783,6 +783,16 @@ function parsePax(data: Buffer, at: number, p: Pending): void {
       nums.push(paxInt(v, key, at));
     } else {
       const value = data.toString('utf8', eq + 1, end - 1);
+      if (
+        (key === 'path' || key === 'linkpath' || key === 'GNU.sparse.name') &&
+        value.includes('\uFFFD') &&
+        !isUtf8(data.subarray(eq + 1, end - 1))
+      ) {
+        throw new StratumError(
+          'ERR_UNSUPPORTED',
+          `invalid tar (at byte ${at}): the PAX ${key} is not valid UTF-8; such names are not supported`,
+        );
+      }
       if (value === '' && (key === 'path' || key === 'linkpath')) {
         // an empty record removes a key (POSIX): the header field is used
         pax.delete(key);
