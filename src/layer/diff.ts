@@ -159,6 +159,8 @@ interface Node {
   lowLink: string | undefined;
   /** Upper is a directory: its entries (merged with the lower directory's), sorted by name. */
   children: Node[] | undefined;
+  /** Compared with the lower entry: differs (memo of the decide passes). */
+  changed: boolean | undefined;
 }
 
 function kindOf(st: Stats): Kind {
@@ -213,6 +215,8 @@ interface ScanContext {
   readonly opaque: ((rel: string) => boolean) | undefined;
   readonly signal: AbortSignal | undefined;
   count: number;
+  /** Some upper entry has other hard links. */
+  links: boolean;
 }
 
 function join(dir: string, name: string): string {
@@ -263,7 +267,9 @@ function scanDir(ctx: ScanContext, rel: string, upAbs: string, lowAbs: string | 
       link: up?.kind === 'symlink' ? linkOf(upPath) : undefined,
       lowLink: low?.kind === 'symlink' ? linkOf(lowPath) : undefined,
       children: undefined,
+      changed: undefined,
     };
+    if (up?.inode !== undefined) ctx.links = true;
     if (up?.kind === 'directory') {
       const childRel = join(rel, name);
       const lowerDir = low?.kind === 'directory' && !ctx.opaque?.(childRel) ? lowPath : undefined;
@@ -300,6 +306,8 @@ interface DecideContext {
   readonly out: Rec[];
   readonly warnings: string[];
   readonly scratch: [Buffer, Buffer];
+  /** Inodes (`dev:ino`) of which some path goes into the layer: every path of them must. */
+  readonly changedInodes: Set<string>;
 }
 
 function shown(rel: string): string {
@@ -460,7 +468,13 @@ function decideDir(
     }
     const low = added ? undefined : node.low;
     if (up.kind !== 'directory') {
-      if (low !== undefined && low.kind === up.kind && unchanged(ctx, node, path, up, low)) continue;
+      if (low !== undefined && low.kind === up.kind) {
+        node.changed ??= !unchanged(ctx, node, path, up, low);
+        // an unchanged path of a hard-linked file goes in when another path of it does, so
+        // that the link survives (it is written as a hardlink entry, no content twice)
+        if (!node.changed && !(up.inode !== undefined && ctx.changedInodes.has(up.inode))) continue;
+      }
+      if (up.inode !== undefined) ctx.changedInodes.add(up.inode);
       ctx.out.push(entry(ctx, path, up, node.link));
       continue;
     }
@@ -683,6 +697,7 @@ async function makeLayer(plan: Plan, opts: LayerWriteOptions): Promise<DiffResul
     opaque: typeof plan.opaque === 'function' ? plan.opaque : undefined,
     signal,
     count: 0,
+    links: false,
   };
   const nodes = scanDir(
     scanCtx,
@@ -713,6 +728,7 @@ async function makeLayer(plan: Plan, opts: LayerWriteOptions): Promise<DiffResul
     out: [],
     warnings,
     scratch: [Buffer.allocUnsafe(256 * 1024), Buffer.allocUnsafe(256 * 1024)],
+    changedInodes: new Set(),
   };
   if (plan.overlay) {
     for (const [rel, list] of upX) {
@@ -731,6 +747,11 @@ async function makeLayer(plan: Plan, opts: LayerWriteOptions): Promise<DiffResul
   if (plan.overlay)
     rootOpaque = isOverlayOpaqueValue(upX.get('')?.find(([n]) => n === `${overlayPrefix}opaque`)?.[1]);
   else if (lower !== undefined) rootOpaque = opaqueHere(ctx, '', nodes);
+  if (lower !== undefined && scanCtx.links) {
+    // a first pass finds the hard-linked files that changed, so that the second one writes
+    // every path of them
+    decideDir({ ...ctx, out: [], warnings: [] }, '', nodes, rootMeta.mtimeMs, rootOpaque);
+  }
   if (rootOpaque) ctx.out.push({ t: 'marker', rel: WHITEOUT_OPAQUE, mtimeMs: rootMeta.mtimeMs });
   decideDir(ctx, '', nodes, rootMeta.mtimeMs, lower === undefined || rootOpaque);
 
