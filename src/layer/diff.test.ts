@@ -731,13 +731,22 @@ describe('destinations and errors', () => {
   it('a failing Writable fails the diff', async (t) => {
     const dir = await tempDir(t);
     const src = join(dir, 'src');
-    write(src, 'big', bytes(4 << 20, 'fail'));
-    const bad = new Writable({
-      write(_c, _e, cb) {
-        cb(new Error('disk full'));
-      },
-    });
-    await assert.rejects(diffTrees(undefined, src, { destination: bad, compression: 'none' }), /disk full/);
+    write(src, 'big', bytes(9 << 20, 'fail'));
+    for (const compression of ['none', 'gzip', ...(have('zstd') ? ['zstd' as const] : [])] as const) {
+      let writes = 0;
+      const bad = new Writable({
+        write(_c, _e, cb) {
+          // fail on the second write, after the first was taken
+          cb(++writes > 1 ? new Error('disk full') : null);
+        },
+      });
+      await assert.rejects(
+        diffTrees(undefined, src, { destination: bad, compression }),
+        /disk full/,
+        compression,
+      );
+      assert.equal(bad.destroyed, true);
+    }
   });
 
   it('an abort stops the diff with ERR_ABORTED and removes the file', async (t) => {

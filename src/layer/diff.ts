@@ -6,9 +6,11 @@
 // readdir + lstat on this thread — on tmpfs and page cache that is 3-4x faster than the same
 // calls through the thread pool, which stays free for compression — while `getfattr` reads
 // every xattr of the tree in another process (xattr-read.ts). (2) Decide, once the xattrs are
-// in: what goes into the layer, in order. (3) Write: headers and file bodies go into 1 MiB
-// blocks (file bodies are read straight into the block), blocks are compressed in parallel
-// (layer-output.ts); this thread only reads, hashes and frames while the pool compresses.
+// in: what goes into the layer, in order. (3) Write: headers and file bodies go into 4 MiB
+// blocks (headers are encoded in place, file bodies read straight into the block), and blocks
+// are compressed in parallel (layer-output.ts); this thread only reads, hashes and frames
+// while the pool compresses. Reads are synchronous too: a tree that was just written is in the
+// page cache; on a cold disk the reads are serial (one file at a time).
 //
 // What counts as changed (diffTrees), as containerd's fs.Changes decides: an entry is changed
 // when its type, permission bits (incl. setuid/setgid/sticky), uid, gid or xattrs differ; a
@@ -26,7 +28,9 @@
 // written (so `.wh.x` sorts as itself), as `tar --sort=name` and Go's filepath.Walk do; an
 // opaque marker comes right after its directory. Names are relative (`etc/passwd`, directories
 // end with `/`), the root itself is not written. Hardlinks (same device and inode, non-
-// directories) become hardlink entries to the first path written. uname/gname are empty; no
+// directories) become hardlink entries to the first path written; when any path of a hard-
+// linked file changed, all its paths in the upper tree go in, so the link survives the apply
+// (a first decide pass finds those files). uname/gname are empty; no
 // atime/ctime; mtimes are whole seconds, clamped to SOURCE_DATE_EPOCH when one is given
 // (`sourceDateEpoch` or the environment); whiteouts carry their directory's mtime (overlay: the
 // whiteout device's), mode 0 and owner 0:0. Sockets cannot be put in a tar and are left out

@@ -195,7 +195,14 @@ export class LayerOutput {
       this.#codec = codec;
       this.#codecDone = new Promise<void>((resolve, reject) => {
         codec.on('data', (c: Buffer) => {
-          const p = this.#emit(c);
+          let p: void | Promise<void>;
+          try {
+            p = this.#emit(c);
+          } catch (e) {
+            // the destination failed: end the codec with that error (never throw in a listener)
+            codec.destroy(e instanceof Error ? e : new Error(String(e)));
+            return;
+          }
           if (p !== undefined) {
             codec.pause();
             p.then(
