@@ -703,11 +703,13 @@ async function makeLayer(plan: Plan, opts: LayerWriteOptions): Promise<DiffResul
     count: 0,
     links: false,
   };
+  // a root the caller made opaque hides the whole lower tree: no need to read it
+  const rootHidden = typeof plan.opaque === 'function' && plan.opaque('');
   const nodes = scanDir(
     scanCtx,
     '',
     fsPath(upper).toString('latin1'),
-    lower && fsPath(lower).toString('latin1'),
+    lower === undefined || rootHidden ? undefined : fsPath(lower).toString('latin1'),
   );
   const [upX, lowX] = await Promise.all([upXP, lowXP]);
   if (signal?.aborted) throw abortError(signal);
