@@ -1,15 +1,17 @@
 // Blob uploads (distribution spec "pushing blobs"):
 // - POST /v2/<name>/blobs/uploads/ opens a session; its Location (absolute or relative) is
 //   where the next request goes, and every answer may move it.
-// - Up to `chunkSize` bytes: one PUT <location>?digest=<d> that streams the body with
-//   Content-Length = size (or, optionally, a single POST ?digest= for in-memory bytes).
+// - Up to `chunkSize` bytes (by default: any size): one PUT <location>?digest=<d> that
+//   streams the body with Content-Length = size (or, optionally, a single POST ?digest= for
+//   in-memory bytes).
 // - Larger: PATCH chunks of max(chunkSize, OCI-Chunk-Min-Length) bytes with Content-Range
-//   `start-end`, then a closing PUT ?digest= without a body.
+//   `start-end`, then a closing PUT ?digest= without a body. A chunk is the list of the
+//   source's own buffers (no copy), sent again as it is when a PATCH is retried.
 // The bytes are hashed as they are read; a digest or size mismatch is found before the
 // closing PUT (chunked) or fails the streaming PUT, and nothing becomes visible. A failed
 // upload is cancelled (DELETE of the session, best effort).
 
-import { type Readable, Transform } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import type { Content } from '../content/types.js';
 import { type Digest, Digester, VerifyingStream, verifyBytes } from '../digest/digest.js';
 import { DigestMismatchError, RegistryError, SizeMismatchError, StratumError } from '../errors/errors.js';
@@ -68,8 +70,12 @@ export async function cancelUpload(ctx: UploadContext, location: string): Promis
   }
 }
 
-/** Read a stream in pieces of exactly `size` bytes (the last may be shorter). */
-async function* pieces(source: AsyncIterable<Uint8Array>, size: number): AsyncGenerator<Buffer> {
+/**
+ * Read a stream in pieces of exactly `size` bytes (the last may be shorter). A piece is a
+ * list of the stream's own buffers, the ones at its edges cut with subarray: nothing is
+ * copied, and the piece can be sent again as it is.
+ */
+async function* pieces(source: AsyncIterable<Uint8Array>, size: number): AsyncGenerator<Buffer[]> {
   let parts: Buffer[] = [];
   let have = 0;
   for await (const chunk of source) {
@@ -80,13 +86,13 @@ async function* pieces(source: AsyncIterable<Uint8Array>, size: number): AsyncGe
       have += take;
       c = c.subarray(take);
       if (have === size) {
-        yield Buffer.concat(parts, have);
+        yield parts;
         parts = [];
         have = 0;
       }
     }
   }
-  if (have > 0) yield Buffer.concat(parts, have);
+  if (have > 0) yield parts;
 }
 
 /** Upload one blob; resolves when the registry has committed it. */
@@ -208,7 +214,10 @@ async function monolithic(
     });
     discardBody(res.body);
   } catch (e) {
-    if (verifyError !== undefined) throw verifyError;
+    // the content's own failure (wrong bytes, a source that broke) says what went wrong; an
+    // error undici put into the body when the connection failed does not, and goes on to be
+    // reported (and retried) as the network failure it is
+    if (verifyError instanceof StratumError) throw verifyError;
     // undici reports a short body as a content-length mismatch: say what it means
     if ((e as { code?: string })?.code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') {
       throw new StratumError('ERR_SIZE_MISMATCH', `${ctx.what}: the content is not ${desc.size} bytes long`, {
@@ -240,30 +249,36 @@ async function chunked(
   let offset = 0;
   const source = toReadable(content);
   try {
-    for await (const piece of pieces(source, size)) {
-      digester.update(piece);
-      if (offset + piece.byteLength > desc.size) {
-        throw new SizeMismatchError(desc.size, offset + piece.byteLength, ctx.what);
+    for await (const parts of pieces(source, size)) {
+      let length = 0;
+      for (const p of parts) {
+        digester.update(p);
+        length += p.byteLength;
       }
+      if (offset + length > desc.size) {
+        throw new SizeMismatchError(desc.size, offset + length, ctx.what);
+      }
+      const end = offset + length - 1;
       const res = await ctx.client.request({
         registry: ctx.registry,
         method: 'PATCH',
         url: location,
         headers: {
           'content-type': 'application/octet-stream',
-          'content-range': `${offset}-${offset + piece.byteLength - 1}`,
-          'content-length': String(piece.byteLength),
+          'content-range': `${offset}-${end}`,
+          'content-length': String(length),
         },
-        body: piece,
+        // a new stream over the same buffers for every attempt
+        body: () => Readable.from(parts, { objectMode: false }),
         scopes: ctx.scopes,
-        what: `${ctx.what}: upload bytes ${offset}-${offset + piece.byteLength - 1}`,
+        what: `${ctx.what}: upload bytes ${offset}-${end}`,
         signal: ctx.signal,
         ok: [202, 204],
       });
       location = nextLocation(ctx, res, 'chunk');
       moved(location);
-      offset += piece.byteLength;
-      ctx.onProgress?.(piece.byteLength);
+      offset += length;
+      ctx.onProgress?.(length);
     }
   } finally {
     source.destroy();

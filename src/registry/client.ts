@@ -51,7 +51,12 @@ export interface RegistryClientOptions {
   readonly userAgent?: string;
   /** Retries after the first attempt for network errors, 5xx and 429 (default 4). */
   readonly retries?: number;
-  /** Blobs up to this size are uploaded in one PUT; larger ones in chunks of it. Default 16 MiB. */
+  /**
+   * Blobs up to this size are uploaded in one streamed PUT; larger ones in PATCH chunks of
+   * it, each held in memory so that it can be sent again. Default: no limit — every blob is
+   * streamed in one PUT, as skopeo and crane do (faster, and no chunk in memory); a PUT that
+   * fails on the network is not replayed here, the copy engine fetches the blob again.
+   */
   readonly chunkSize?: number;
   /** Re-requests (with Range) of a blob download whose connection dropped (default 5). */
   readonly resumeAttempts?: number;
@@ -176,7 +181,7 @@ export class RegistryClient {
     this.#userAgent = opts.userAgent ?? 'stratum/0.1';
     this.#retries = Math.max(0, opts.retries ?? 4);
     this.#backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
-    this.chunkSize = Math.max(1024, opts.chunkSize ?? 16 * 1024 * 1024);
+    this.chunkSize = Math.max(1024, opts.chunkSize ?? Number.POSITIVE_INFINITY);
     this.resumeAttempts = Math.max(0, opts.resumeAttempts ?? 5);
     const ca = opts.ca === undefined ? undefined : Array.isArray(opts.ca) ? [...opts.ca] : [opts.ca];
     const { Agent: AgentClass, request } = undici();
