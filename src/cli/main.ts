@@ -5,7 +5,7 @@
 
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { StratumError } from '../errors/errors.js';
+import { fromSystemError, StratumError } from '../errors/errors.js';
 import { UsageError } from './args.js';
 import { COMMANDS, type CommandContext } from './commands.js';
 
@@ -68,9 +68,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     };
     return await command.run(rest, ctx);
   } catch (e) {
-    const err = e instanceof StratumError ? e : undefined;
+    const err = e instanceof StratumError ? e : fromSystemError(e);
     const code = err?.code ?? 'ERR_INTERNAL';
-    const message = e instanceof Error ? e.message : String(e);
+    const message = err?.message ?? (e instanceof Error ? e.message : String(e));
     if (json) {
       process.stdout.write(`${JSON.stringify({ error: { code, message } })}\n`);
     } else {

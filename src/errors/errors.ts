@@ -35,6 +35,7 @@ export const ErrorCodes = [
   'ERR_READ_ONLY', // a target that cannot be written to
   'ERR_UNSUPPORTED', // an operation this target or transport does not offer
   'ERR_COPY', // wraps a failure during copy, names the side
+  'ERR_IO', // a file-system call failed (permission denied, no space, ...)
 ] as const;
 
 export type ErrorCode = (typeof ErrorCodes)[number];
@@ -141,6 +142,28 @@ export class UnsafePathError extends StratumError {
 
 export function isStratumError(e: unknown): e is StratumError {
   return e instanceof StratumError;
+}
+
+/** A StratumError for a Node system error (EACCES, ENOSPC, ...), or undefined if `e` is not one. */
+export function fromSystemError(e: unknown): StratumError | undefined {
+  if (!(e instanceof Error)) return undefined;
+  const errno = (e as NodeJS.ErrnoException).code;
+  if (typeof errno !== 'string' || !/^E[A-Z]+$/.test(errno)) return undefined;
+  const path = (e as NodeJS.ErrnoException).path;
+  const why: Record<string, string> = {
+    EACCES: 'permission denied',
+    EPERM: 'operation not permitted',
+    ENOSPC: 'no space left on device',
+    ENOENT: 'no such file or directory',
+    EROFS: 'read-only file system',
+    EEXIST: 'already exists',
+    ENOTDIR: 'not a directory',
+    EISDIR: 'is a directory',
+  };
+  const what = why[errno] ?? e.message;
+  return new StratumError('ERR_IO', path ? `${path}: ${what} (${errno})` : `${what} (${errno})`, {
+    cause: e,
+  });
 }
 
 /** Convert an AbortSignal's reason into an ERR_ABORTED error. */

@@ -55,10 +55,10 @@ export async function copyImage(
         });
         return { ...result, from, to, ref: dest.ref };
       } finally {
-        await dest.target.close();
+        await dest.release();
       }
     } finally {
-      await source.target.close();
+      await source.release();
     }
   });
 }

@@ -1,12 +1,13 @@
 // inspect: what skopeo inspect shows for an image at any location — or its raw manifest or
 // config — without fetching any layer.
 
+import type { Target } from '../content/types.js';
 import { Image, Index } from '../image/image.js';
 import { formatPlatform, hostPlatform } from '../image/platform.js';
 import { isIndexMediaType } from '../spec/media-types.js';
 import type { Descriptor, Platform } from '../spec/types.js';
-import { type Location, parseLocation } from '../transport/location.js';
-import { Session, type SessionOptions } from './session.js';
+import type { Location } from '../transport/location.js';
+import { type Session, type SessionOptions, withResolvedSource } from './session.js';
 
 export interface InspectOptions extends SessionOptions {
   readonly session?: Session;
@@ -39,24 +40,14 @@ export interface InspectResult {
   readonly Size: number;
 }
 
-async function withSource<T>(
+function withSource<T>(
   location: string | Location,
   opts: InspectOptions,
-  fn: (img: { target: import('../content/types.js').Target; root: Descriptor; name: string }) => Promise<T>,
+  fn: (img: { target: Target; root: Descriptor; name: string }) => Promise<T>,
 ): Promise<T> {
-  const loc = typeof location === 'string' ? parseLocation(location) : location;
-  const session = opts.session ?? new Session(opts);
-  try {
-    const { target, ref } = await session.openSource(loc);
-    try {
-      const root = await target.resolve(ref ?? '', opts.signal ? { signal: opts.signal } : {});
-      return await fn({ target, root, name: typeof location === 'string' ? location : target.description });
-    } finally {
-      await target.close();
-    }
-  } finally {
-    if (!opts.session) await session.close();
-  }
+  return withResolvedSource(location, opts, ({ target, root }) =>
+    fn({ target, root, name: typeof location === 'string' ? location : target.description }),
+  );
 }
 
 /** The root manifest (or index) bytes, exactly as stored. */
@@ -68,7 +59,7 @@ export function inspectRaw(location: string | Location, opts: InspectOptions = {
   );
 }
 
-async function pick(target: import('../content/types.js').Target, root: Descriptor, platform?: Platform) {
+async function pick(target: Target, root: Descriptor, platform?: Platform) {
   if (!isIndexMediaType(root.mediaType)) return { image: new Image(target, root), index: undefined };
   const index = new Index(target, root);
   return { image: await index.image(platform ?? hostPlatform()), index };

@@ -2,9 +2,11 @@
 // tokens, credentials), TLS settings and the temp directory. Close it when done.
 
 import { tmpdir } from 'node:os';
+import type { Target } from '../content/types.js';
 import { defaultStoreRoot, openStore, type Store } from '../layout/store.js';
 import { RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 import { type CredentialSource, DockerConfigCredentials } from '../registry/credentials.js';
+import type { Descriptor } from '../spec/types.js';
 import { type Location, parseLocation } from '../transport/location.js';
 import { type Opened, openDestination, openSource } from '../transport/open.js';
 
@@ -72,5 +74,33 @@ export class Session {
     if (store) await (await store.catch(() => undefined))?.close();
     await this.#client?.close();
     this.#client = undefined;
+  }
+}
+
+/**
+ * Open `location` as a source in a session (the caller's, or a new one closed after), resolve
+ * its root, run `fn`, and release what was opened.
+ */
+export async function withResolvedSource<T>(
+  location: string | Location,
+  opts: SessionOptions & { readonly session?: Session; readonly signal?: AbortSignal },
+  fn: (src: {
+    readonly target: Target;
+    readonly root: Descriptor;
+    readonly location: Location;
+  }) => Promise<T>,
+): Promise<T> {
+  const loc = typeof location === 'string' ? parseLocation(location) : location;
+  const session = opts.session ?? new Session(opts);
+  try {
+    const opened = await session.openSource(loc);
+    try {
+      const root = await opened.target.resolve(opened.ref ?? '', opts.signal ? { signal: opts.signal } : {});
+      return await fn({ target: opened.target, root, location: loc });
+    } finally {
+      await opened.release();
+    }
+  } finally {
+    if (!opts.session) await session.close();
   }
 }

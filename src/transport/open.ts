@@ -25,6 +25,14 @@ export interface Opened {
   readonly target: Target;
   /** The ref to resolve (source) or to tag (destination); undefined: none. */
   readonly ref: string | undefined;
+  /** The target is shared (the session's store): release() leaves it open. */
+  readonly shared: boolean;
+  /** Close the target unless it is shared. */
+  release(): Promise<void>;
+}
+
+function opened(target: Target, ref: string | undefined, shared = false): Opened {
+  return { target, ref, shared, release: () => (shared ? Promise.resolve() : target.close()) };
 }
 
 /** The name a store image is tagged with: the full normalised reference. */
@@ -41,15 +49,15 @@ export async function openSource(loc: Location, ctx: OpenContext): Promise<Opene
   const tmp = ctx.tmpDir ? { tmpDir: ctx.tmpDir } : {};
   switch (loc.transport) {
     case 'docker':
-      return { target: registryTarget(ctx, loc.reference), ref: referenceOf(loc.reference) };
+      return opened(registryTarget(ctx, loc.reference), referenceOf(loc.reference));
     case 'store':
-      return { target: await ctx.store(), ref: storeRefName(loc.reference) };
+      return opened(await ctx.store(), storeRefName(loc.reference), true);
     case 'oci':
-      return { target: await openLayout(loc.path, { readOnly: true }), ref: loc.ref ?? '' };
+      return opened(await openLayout(loc.path, { readOnly: true }), loc.ref ?? '');
     case 'docker-archive':
-      return { target: await openDockerArchive(loc.path, tmp), ref: loc.ref ?? '' };
+      return opened(await openDockerArchive(loc.path, tmp), loc.ref ?? '');
     case 'oci-archive':
-      return { target: await openOciArchive(loc.path, tmp), ref: loc.ref ?? '' };
+      return opened(await openOciArchive(loc.path, tmp), loc.ref ?? '');
   }
 }
 
@@ -63,33 +71,28 @@ export async function openDestination(loc: Location, ctx: OpenContext, source?: 
   const srcRef = source ? referenceOfLocation(source) : undefined;
   switch (loc.transport) {
     case 'docker':
-      return { target: registryTarget(ctx, loc.reference), ref: loc.reference.tag };
+      return opened(registryTarget(ctx, loc.reference), loc.reference.tag);
     case 'store':
-      return { target: await ctx.store(), ref: storeRefName(loc.reference) };
+      return opened(await ctx.store(), storeRefName(loc.reference), true);
     case 'oci':
-      return {
-        target: await openLayout(loc.path, { create: true }),
-        ref: loc.ref ?? srcRef?.tag ?? (source?.transport === 'oci' ? source.ref : undefined) ?? 'latest',
-      };
+      return opened(
+        await openLayout(loc.path, { create: true }),
+        loc.ref ?? srcRef?.tag ?? (source?.transport === 'oci' ? source.ref : undefined) ?? 'latest',
+      );
     case 'docker-archive':
-      return {
-        target: await createDockerArchive(loc.path, tmp),
-        ref:
-          loc.ref ??
+      return opened(
+        await createDockerArchive(loc.path, tmp),
+        loc.ref ??
           (srcRef?.tag
             ? familiarString(srcRef)
             : source?.transport === 'docker-archive'
               ? source.ref
               : undefined),
-      };
+      );
     case 'oci-archive':
-      return {
-        target: await createOciArchive(loc.path, tmp),
-        ref:
-          loc.ref ??
-          srcRef?.tag ??
-          (source?.transport === 'oci-archive' ? source.ref : undefined) ??
-          'latest',
-      };
+      return opened(
+        await createOciArchive(loc.path, tmp),
+        loc.ref ?? srcRef?.tag ?? (source?.transport === 'oci-archive' ? source.ref : undefined) ?? 'latest',
+      );
   }
 }
