@@ -337,9 +337,15 @@ export class TarReader {
   #startEntry(block: Buffer, rawFlag: string, rawSize: number, at: number): void | Promise<void> {
     const p = this.#pending;
     this.#pending = emptyPending();
-    const magic = block.toString('latin1', 257, 265);
-    const ustar = magic === 'ustar\u000000';
-    const gnu = magic === 'ustar  \u0000';
+    // 'ustar\0' '00' (POSIX) or 'ustar ' ' \0' (GNU)
+    const isUstarPrefix =
+      block[257] === 0x75 &&
+      block[258] === 0x73 &&
+      block[259] === 0x74 &&
+      block[260] === 0x61 &&
+      block[261] === 0x72;
+    const ustar = isUstarPrefix && block[262] === 0 && block[263] === 0x30 && block[264] === 0x30;
+    const gnu = isUstarPrefix && block[262] === 0x20 && block[263] === 0x20 && block[264] === 0;
     let name = cString(block, 0, 100, at);
     if (ustar) {
       const prefix = cString(block, 345, 155, at);
@@ -617,14 +623,15 @@ function isZero(b: Buffer): boolean {
 
 function verifyChecksum(block: Buffer, at: number): void {
   const stored = parseNumber(block, 148, 8, at, 'checksum');
-  let unsigned = 0;
-  let signed = 0;
-  for (let i = 0; i < BLOCK; i++) {
-    const b = i >= 148 && i < 156 ? 0x20 : (block[i] as number);
-    unsigned += b;
-    signed += b > 127 ? b - 256 : b;
-  }
-  if (stored !== unsigned && stored !== signed) {
+  // the checksum field itself counts as eight spaces
+  let unsigned = 8 * 0x20;
+  for (let i = 0; i < 148; i++) unsigned += block[i] as number;
+  for (let i = 156; i < BLOCK; i++) unsigned += block[i] as number;
+  if (stored === unsigned) return;
+  // some historic tars summed signed bytes
+  let high = 0;
+  for (let i = 0; i < BLOCK; i++) if ((i < 148 || i >= 156) && (block[i] as number) > 127) high++;
+  if (stored !== unsigned - 256 * high) {
     throw invalidTar(
       at === 0 ? 'not a tar archive (the first header has a bad checksum)' : 'bad header checksum',
       at,
@@ -634,6 +641,7 @@ function verifyChecksum(block: Buffer, at: number): void {
 
 /** A NUL-terminated string field, decoded as UTF-8 (names that are not UTF-8 are refused). */
 function cString(buf: Buffer, start: number, len: number, at: number): string {
+  if (buf[start] === 0) return '';
   let end = start;
   const max = start + len;
   let high = false;
