@@ -197,6 +197,8 @@ export interface ApplyResult {
 }
 
 const GZIP_CHUNK = 256 * 1024;
+/** How far zlib may run ahead of file creation (bytes of tar), so both cores keep working. */
+const GZIP_READ_AHEAD = 2 * 1024 * 1024;
 const TRUSTED_OVERLAY = 'trusted.overlay.';
 
 interface DirMeta {
@@ -397,7 +399,11 @@ export async function applyLayer(root: string, layer: Readable, opts: ApplyOptio
 
 /** gunzip on zlib's thread pool with large output chunks (16 KiB chunks cost ~3x the time). */
 function gunzip(): zlib.Gunzip {
-  const z = zlib.createGunzip({ chunkSize: GZIP_CHUNK });
+  // zlib streams pass Transform options through (readableHighWaterMark is not in ZlibOptions' type)
+  const z = zlib.createGunzip({
+    chunkSize: GZIP_CHUNK,
+    readableHighWaterMark: GZIP_READ_AHEAD,
+  } as zlib.ZlibOptions);
   const emit = z.emit.bind(z);
   // turn zlib's errors into ERR_COMPRESSION as compression.ts does
   z.emit = ((event: string, ...args: unknown[]) => {
