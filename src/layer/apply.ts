@@ -652,10 +652,15 @@ class Applier implements TarSink {
 
   // --- special entries ordering -------------------------------------------------------------
 
-  /** Whether `rel`, or a directory above it, is still to be made by the tar helper. */
+  /**
+   * Whether the tar helper must finish before `rel` is touched: `rel` or a directory above it
+   * is still to be made, or something below `rel` is (replacing `rel` — by a symlink, say —
+   * before the helper has made its child would send the child through the new link).
+   */
   #pendingNear(rel: string): boolean {
     const pending = this.#special.pending;
     if (pending.size === 0) return false;
+    if (this.#special.pendingAbove.has(rel)) return true;
     for (let p = rel; ; p = parentOf(p)) {
       if (pending.has(p)) return true;
       if (p === '') return false;

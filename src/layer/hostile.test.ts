@@ -222,6 +222,18 @@ describe('hostile layers: symlinks in parent paths', () => {
     (s) => assert.ok(lstatSync(join(s.root, 'a')).isSymbolicLink()),
   );
   applied(
+    'a fifo (made later, in a batch), then its directory replaced by a symlink: nothing lands outside',
+    {
+      layer: (s) => [
+        dir('a/'),
+        { name: 'a/fifo', type: '6' },
+        file('a/x', 'x', { pax: { 'SCHILY.xattr.user.k': 'v' } }),
+        symlink('a', s.canary),
+      ],
+    },
+    (s) => assert.ok(lstatSync(join(s.root, 'a')).isSymbolicLink()),
+  );
+  applied(
     'a symlink pointing outside is only data',
     { layer: () => [dir('etc/'), symlink('etc/passwd', '/etc/passwd'), symlink('up', '../../..')] },
     (s) => assert.equal(readlinkSync(join(s.root, 'etc/passwd')), '/etc/passwd'),

@@ -63,6 +63,8 @@ export class SpecialEntries {
   readonly #root: string;
   readonly #sameOwner: boolean;
   readonly pending = new Set<string>();
+  /** Every directory above a pending path ('' included): they must not be replaced before the flush. */
+  readonly pendingAbove = new Set<string>();
   #child: ChildProcess | undefined;
   #exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | undefined;
   #stderr = '';
@@ -136,6 +138,12 @@ export class SpecialEntries {
   /** Start an entry; a 'file' entry's body follows with `data()` then `end()`. */
   begin(entry: SpecialEntry): void | Promise<void> {
     this.pending.add(entry.name);
+    for (let i = entry.name.lastIndexOf('/'); i !== -1; i = entry.name.lastIndexOf('/', i - 1)) {
+      const dir = entry.name.slice(0, i);
+      if (this.pendingAbove.has(dir)) break;
+      this.pendingAbove.add(dir);
+    }
+    this.pendingAbove.add('');
     this.#count++;
     const size = entry.type === 'file' ? (entry.size ?? 0) : 0;
     this.#bodyLeft = size;
@@ -169,6 +177,7 @@ export class SpecialEntries {
       signal: NodeJS.Signals | null;
     }>);
     this.pending.clear();
+    this.pendingAbove.clear();
     if (this.#spawnError !== undefined) {
       throw new StratumError('ERR_UNSUPPORTED', `could not run GNU tar: ${this.#spawnError.message}`, {
         cause: this.#spawnError,
@@ -192,6 +201,7 @@ export class SpecialEntries {
     const child = this.#child;
     this.#child = undefined;
     this.pending.clear();
+    this.pendingAbove.clear();
     if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   }
 }
