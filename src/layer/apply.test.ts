@@ -588,6 +588,10 @@ describe('applyLayer: xattrs', {
         ? [file('ping', 'ELF', { mode: 0o755, pax: { 'SCHILY.xattr.security.capability': cap } })]
         : []),
       ...(isRoot ? [file('tr', 't', { pax: { 'SCHILY.xattr.trusted.thing': 'tv' } })] : []),
+      ...(isRoot
+        ? [symlink('sl', '/abs/target', { mtime: 1_000, pax: { 'SCHILY.xattr.trusted.sym': 'sv' } })]
+        : []),
+      ...(isRoot ? [{ name: 'fifo', type: '6', pax: { 'SCHILY.xattr.trusted.f': 'fv' } }] : []),
     ]);
     assert.deepEqual(await getXattrs(join(root, 'd')), { 'user.dir': hex('yes') });
     assert.deepEqual(await getXattrs(join(root, 'd/f')), {
@@ -601,6 +605,11 @@ describe('applyLayer: xattrs', {
       assert.deepEqual(await getXattrs(join(root, 'ping')), { 'security.capability': hex(cap) });
       assert.equal(statSync(join(root, 'ping')).mode & 0o7777, 0o755);
       assert.deepEqual(await getXattrs(join(root, 'tr')), { 'trusted.thing': hex('tv') });
+      assert.equal(readlinkSync(join(root, 'sl')), '/abs/target');
+      assert.equal(lstatSync(join(root, 'sl')).mtimeMs, 1_000_000);
+      assert.deepEqual(await getXattrs(join(root, 'sl')), { 'trusted.sym': hex('sv') });
+      assert.ok(lstatSync(join(root, 'fifo')).isFIFO());
+      assert.deepEqual(await getXattrs(join(root, 'fifo')), { 'trusted.f': hex('fv') });
     }
     assert.deepEqual(r.warnings, []);
   });
