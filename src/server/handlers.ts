@@ -16,7 +16,6 @@
 import { createReadStream } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline as pipelineCb } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { algorithmOf, type Digest, digestBytes, parseDigest } from '../digest/digest.js';
 import { StratumError } from '../errors/errors.js';
 import { mapLimit } from '../internal/pool.js';
@@ -420,7 +419,7 @@ export class RegistryHandlers {
       res.end();
       return;
     }
-    await pipeline(blob.stream(start, end), res).catch(() => {
+    await blob.send(res, start, end).catch(() => {
       // the client went away; the access log records the response as aborted
     });
   }

@@ -12,8 +12,8 @@
 
 import { constants } from 'node:fs';
 import { lstat, open, readdir, stat } from 'node:fs/promises';
+import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import type { Content, PushOptions } from '../content/types.js';
 import { type Digest, isDigest, parseDigest } from '../digest/digest.js';
 import { StratumError } from '../errors/errors.js';
@@ -23,6 +23,7 @@ import type { LayoutTarget } from '../layout/layout.js';
 import type { Lease, Store } from '../layout/store.js';
 import { type Descriptor, Limits } from '../spec/types.js';
 import { parseManifestDocument } from '../spec/validate.js';
+import { sendFileRange } from './send-file.js';
 
 const MANIFEST_CACHE_ENTRIES = 20_000;
 const ALGORITHMS = ['sha256', 'sha512'] as const;
@@ -297,11 +298,14 @@ export class StoreView {
     return seen;
   }
 
-  /** Open a blob for reading: the stream of [start, end] and the file's size. */
-  async openBlob(
-    digest: Digest,
-  ): Promise<
-    { size: number; stream: (start: number, end: number) => Readable; close: () => Promise<void> } | undefined
+  /** Open a blob for sending: its size, then send() a range of it (which closes it) or close(). */
+  async openBlob(digest: Digest): Promise<
+    | {
+        size: number;
+        send: (res: ServerResponse, start: number, end: number) => Promise<void>;
+        close: () => Promise<void>;
+      }
+    | undefined
   > {
     let fh: Awaited<ReturnType<typeof open>>;
     try {
@@ -319,16 +323,10 @@ export class StoreView {
       await fh.close();
       return undefined;
     }
-    let handedOff = false;
     return {
       size: st.size,
-      stream: (start, end) => {
-        handedOff = true;
-        return fh.createReadStream({ start, end, highWaterMark: 512 * 1024, autoClose: true });
-      },
-      close: async () => {
-        if (!handedOff) await fh.close();
-      },
+      send: (res, start, end) => sendFileRange(fh, res, start, end),
+      close: () => fh.close(),
     };
   }
 }
