@@ -132,6 +132,31 @@ describe('stratum serve: base and pull', () => {
     assert.equal(missing.status, 404);
     assert.deepEqual(missing.codes, ['BLOB_UNKNOWN']);
   });
+  it('a client that goes away mid-blob does not disturb the server', async () => {
+    const name = repo();
+    const bytes = randomBytes(8 * 1024 * 1024);
+    const d = await pushBlob(name, bytes);
+    const before = srv.log.length;
+    await new Promise<void>((resolve) => {
+      const r = request(
+        { host: '127.0.0.1', port: new URL(srv.url).port, path: `/v2/${name}/blobs/${d}` },
+        (res) => {
+          res.once('data', () => {
+            res.destroy();
+            resolve();
+          });
+        },
+      );
+      r.on('error', () => resolve());
+      r.end();
+    });
+    for (let i = 0; i < 200 && srv.log.length === before; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(srv.log[before]?.aborted, true);
+    const again = await req('GET', `/v2/${name}/blobs/${d}`, { headers: { range: 'bytes=8000000-' } });
+    assert.equal(again.status, 206);
+    assert.deepEqual(again.body, bytes.subarray(8_000_000));
+    assert.equal(srv.errors.length, 0);
+  });
 });
 
 describe('stratum serve: push', () => {
