@@ -1,6 +1,6 @@
 // bench/copy: stratum's `copy` against skopeo's on the same image in the same run.
 //
-//   npx tsc -p . && npx tsc -p bench && node dist-bench/copy/copy-bench.js [--reps N] [--only a,b]
+//   npx tsc -p . && npx tsc -p bench/copy && node dist-bench/copy/copy-bench.js [--reps N] [--only a,b]
 //
 // 1. generates a ~220 MB, 5-layer gzip image on tmpfs (generate.ts) as an OCI layout, and
 //    checks that skopeo reads it;
