@@ -50,6 +50,7 @@
 import {
   type BigIntStats,
   closeSync,
+  constants,
   lstatSync,
   openSync,
   readdirSync,
@@ -314,8 +315,13 @@ interface DecideContext {
   readonly changedInodes: Set<string>;
 }
 
+/** A byte string as text (names that are not UTF-8 get U+FFFD). */
+function utf8(bytes: string): string {
+  return Buffer.from(bytes, 'latin1').toString('utf8');
+}
+
 function shown(rel: string): string {
-  return JSON.stringify(Buffer.from(rel, 'latin1').toString('utf8'));
+  return JSON.stringify(utf8(rel));
 }
 
 function filtered(
@@ -339,9 +345,9 @@ function sameXattrs(a: readonly Xattr[] | undefined, b: readonly Xattr[] | undef
 function sameContent(ctx: DecideContext, a: string, b: string, size: number): boolean {
   if (size === 0) return true;
   const [ba, bb] = ctx.scratch;
-  const fa = openSync(fsPath(a), 'r');
+  const fa = openSync(fsPath(a), constants.O_RDONLY);
   try {
-    const fb = openSync(fsPath(b), 'r');
+    const fb = openSync(fsPath(b), constants.O_RDONLY);
     try {
       let pos = 0;
       while (pos < size) {
@@ -529,28 +535,50 @@ function headerOf(rec: Rec, firstPath: Map<string, string>, clamp: (ms: number) 
     return { name: rec.rel, type: 'file', mode: 0, uid: 0, gid: 0, size: 0, mtime: clamp(rec.mtimeMs) };
   }
   const m = rec.m;
-  const base = { mode: m.mode, uid: m.uid, gid: m.gid, mtime: clamp(m.mtimeMs), size: 0 };
+  // one object, filled in place (no spreads: this runs once per entry)
+  const h: { -readonly [K in keyof TarWriteHeader]: TarWriteHeader[K] } = {
+    name: rec.rel,
+    type: 'file',
+    mode: m.mode,
+    uid: m.uid,
+    gid: m.gid,
+    size: 0,
+    mtime: clamp(m.mtimeMs),
+  };
   if (m.inode !== undefined) {
     const first = firstPath.get(m.inode);
-    if (first !== undefined) return { ...base, name: rec.rel, type: 'hardlink', linkname: first };
+    if (first !== undefined) {
+      h.type = 'hardlink';
+      h.linkname = first;
+      return h;
+    }
     firstPath.set(m.inode, rec.rel);
   }
-  const h = rec.xattrs === undefined ? base : { ...base, xattrs: rec.xattrs };
+  if (rec.xattrs !== undefined) h.xattrs = rec.xattrs;
   switch (m.kind) {
+    case 'file':
+      h.size = m.size;
+      break;
     case 'directory':
-      return { ...h, name: `${rec.rel}/`, type: 'directory' };
+      h.name = `${rec.rel}/`;
+      h.type = 'directory';
+      break;
     case 'symlink':
-      return { ...h, name: rec.rel, type: 'symlink', linkname: rec.link ?? '' };
+      h.type = 'symlink';
+      h.linkname = rec.link ?? '';
+      break;
     case 'char':
     case 'block': {
       const { major, minor } = splitDevice(m.rdev);
-      return { ...h, name: rec.rel, type: m.kind, devmajor: major, devminor: minor };
+      h.type = m.kind;
+      h.devmajor = major;
+      h.devminor = minor;
+      break;
     }
-    case 'file':
-      return { ...h, name: rec.rel, type: 'file', size: m.size };
     default:
-      return { ...h, name: rec.rel, type: tarType(m.kind) };
+      h.type = tarType(m.kind);
   }
+  return h;
 }
 
 async function writeRecords(
@@ -589,7 +617,7 @@ function putHeader(out: LayerOutput, h: TarWriteHeader): Promise<void> | undefin
 
 /** Copy `size` bytes of the file at `abs` into the output, straight into its blocks. */
 async function writeBody(out: LayerOutput, abs: string, size: number): Promise<void> {
-  const fd = openSync(fsPath(abs), 'r');
+  const fd = openSync(fsPath(abs), constants.O_RDONLY);
   try {
     let pos = 0;
     while (pos < size) {
@@ -715,7 +743,8 @@ async function makeLayer(plan: Plan, opts: LayerWriteOptions): Promise<DiffResul
   if (signal?.aborted) throw abortError(signal);
 
   const overlayPrefix = plan.overlay?.prefix;
-  const userKeep = opts.xattrFilter ?? defaultKeep;
+  const filter = opts.xattrFilter;
+  const userKeep = filter === undefined ? defaultKeep : (name: string) => filter(utf8(name));
   const keep = (name: string): boolean =>
     !name.startsWith('trusted.overlay.') &&
     !(overlayPrefix !== undefined && name.startsWith(overlayPrefix)) &&
@@ -798,8 +827,10 @@ export function diffTrees(
       ),
     );
   }
+  // the caller sees paths as UTF-8 text; inside, names are byte strings
+  const decided = typeof opaque === 'function' ? (rel: string) => opaque(utf8(rel)) : opaque;
   return makeLayer(
-    { upper, lower, overlay: undefined, opaque, alwaysContent: opts.compareContent === 'always' },
+    { upper, lower, overlay: undefined, opaque: decided, alwaysContent: opts.compareContent === 'always' },
     opts,
   );
 }
