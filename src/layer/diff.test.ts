@@ -554,6 +554,25 @@ describe('diffTrees against a lower tree', () => {
     );
     assert.equal(root.length, 1 + allPaths(upper).length);
   });
+  it('opaque() sees paths as UTF-8 text', async (t) => {
+    const dir = await tempDir(t);
+    const lower = join(dir, 'lower');
+    write(lower, 'ünï/old', 'o');
+    const upper = join(dir, 'upper');
+    write(upper, 'ünï/new', 'n');
+    const seen: string[] = [];
+    await diffTrees(lower, upper, {
+      destination: join(dir, 'l'),
+      compression: 'none',
+      opaque: (p) => {
+        seen.push(p);
+        return p === 'ünï';
+      },
+    });
+    assert.ok(seen.includes('ünï'));
+    const got = names(await listLayer(join(dir, 'l'))).map((n) => Buffer.from(n, 'latin1').toString('utf8'));
+    assert.deepEqual(got, ['ünï/', 'ünï/.wh..wh..opq', 'ünï/new']);
+  });
 });
 
 describe('diffOverlayUpper', () => {
