@@ -554,6 +554,7 @@ describe('diffTrees against a lower tree', () => {
     );
     assert.equal(root.length, 1 + allPaths(upper).length);
   });
+
   it('opaque() sees paths as UTF-8 text', async (t) => {
     const dir = await tempDir(t);
     const lower = join(dir, 'lower');
