@@ -821,6 +821,30 @@ describe('destinations and errors', () => {
     assert.equal(existsSync(dest), false);
   });
 
+  it('without getfattr: a warning for xattrs "auto", ERR_UNSUPPORTED when they are required', async (t) => {
+    const dir = await tempDir(t);
+    const src = join(dir, 'src');
+    write(src, 'f', 'f');
+    const saved = process.env.PATH;
+    process.env.PATH = join(dir, 'no-programs-here');
+    try {
+      const r = await diffTrees(undefined, src, { destination: join(dir, 'a') });
+      assert.match(r.warnings.join('\n'), /getfattr/);
+      assert.equal(
+        await code(diffTrees(undefined, src, { destination: join(dir, 'b'), xattrs: true })),
+        'ERR_UNSUPPORTED',
+      );
+      assert.equal(
+        await code(diffOverlayUpper(src, { destination: join(dir, 'c'), userXattr: true })),
+        'ERR_UNSUPPORTED',
+      );
+      const off = await diffTrees(undefined, src, { destination: join(dir, 'd'), xattrs: false });
+      assert.deepEqual(off.warnings, []);
+    } finally {
+      process.env.PATH = saved;
+    }
+  });
+
   it('a symlink given as the root is followed, symlinks below it are not', async (t) => {
     const dir = await tempDir(t);
     const src = join(dir, 'src');
