@@ -358,6 +358,8 @@ export async function applyLayer(root: string, layer: Readable, opts: ApplyOptio
   const digester = new Digester('sha256');
   const onAbort = (): void => {
     tar.destroy(abortError(opts.signal));
+    // a wait on the tar helper (its pipe full) ends when it is gone
+    applier.stopHelper();
   };
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   try {
@@ -449,6 +451,7 @@ class Applier implements TarSink {
   #entryCount = 0;
   readonly #umask = currentUmask();
   #cur: Current = NONE;
+  #stopped = false;
   /** Overlay form: directories made where this layer's whiteout device stood. */
   readonly #replacedWhiteouts = new Set<string>();
 
@@ -672,6 +675,7 @@ class Applier implements TarSink {
 
   entry(h: TarHeader): void | Promise<void> {
     this.#cur = NONE;
+    if (this.#stopped) throw new StratumError('ERR_ABORTED', 'operation cancelled');
     if (this.#opts.maxEntries !== undefined && ++this.#entryCount > this.#opts.maxEntries) {
       throw new StratumError(
         'ERR_TOO_LARGE',
@@ -1297,6 +1301,12 @@ class Applier implements TarSink {
   }
 
   /** On failure: close what is open and stop the helper. */
+  /** Kill the tar helper (on abort); what was queued for it is not made. */
+  stopHelper(): void {
+    this.#stopped = true;
+    this.#special.destroy();
+  }
+
   abort(): void {
     const cur = this.#cur;
     this.#cur = NONE;
