@@ -25,6 +25,12 @@ it('exports the library with one import', () => {
     'login',
     'logout',
     'Session',
+    'applyLayer',
+    'diffTrees',
+    'diffOverlayUpper',
+    'unpack',
+    'unpackImage',
+    'makeRuntimeConfig',
   ]) {
     assert.equal(typeof (stratum as Record<string, unknown>)[name], 'function', name);
   }
