@@ -237,8 +237,11 @@ export class GraphCopier {
       }
     } else {
       const m = document.manifest;
-      const configOut = await this.copyNode(m.config);
-      const layersOut = await Promise.all(m.layers.map((l) => this.copyLayer(l)));
+      // the config goes with the layers, not before them: one round trip less to wait for
+      const [configOut, layersOut] = await Promise.all([
+        this.copyNode(m.config),
+        Promise.all(m.layers.map((l) => this.copyLayer(l))),
+      ]);
       const mediaType = convertManifestType(document.mediaType, format);
       const configDesc = {
         ...m.config,
