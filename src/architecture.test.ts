@@ -28,6 +28,7 @@ const LEVELS: Readonly<Record<string, number>> = {
   build: 5,
   server: 5,
   ops: 5,
+  analyze: 5,
   lazy: 6,
   p2p: 6,
   cli: 7,
