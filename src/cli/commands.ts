@@ -15,6 +15,7 @@ import type { ContainerConfig } from '../spec/types.js';
 import { formatLocation, type Location, parseLocation } from '../transport/location.js';
 import { storeRefName } from '../transport/open.js';
 import { type GLOBAL_OPTIONS, type OptionSpec, type Parsed, parse, UsageError } from './args.js';
+import { diffCommand, flattenCommand, layersCommand } from './layers-command.js';
 import { formatBytes, ProgressPrinter } from './progress.js';
 import { serveCommand } from './serve-command.js';
 import { unpackCommand } from './unpack-command.js';
@@ -467,6 +468,9 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
 
   serve: serveCommand,
   unpack: unpackCommand,
+  layers: layersCommand,
+  diff: diffCommand,
+  flatten: flattenCommand,
   logout: {
     summary: 'Remove stored credentials for a registry',
     usage: 'stratum logout HOST[:PORT]',
