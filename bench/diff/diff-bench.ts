@@ -5,14 +5,16 @@
 //
 //   full    every file is new: `tar -cf`, stratum with no compression (the same work as tar),
 //           `umoci repack` of a freshly unpacked empty image whose rootfs got the tree, and
-//           stratum gzip (parallel blocks, and one zlib stream for comparison).
+//           stratum gzip: its default (level 5, parallel blocks), level 6, and level 5 as one
+//           zlib stream (what the parallel blocks gain).
 //   modify  an image holding the tree is unpacked by umoci; 1 % of the files are rewritten,
 //           0.5 % deleted and 100 added; `umoci repack` (which checks every file against the
 //           mtree it kept, sha256 included) against stratum diffTrees(pristine copy, rootfs).
 //
 // Each command runs as its own process under GNU time (bench/copy/measure.ts): wall time, CPU
 // (user + system, all threads and children) and peak RSS. Runs alternate between tools;
-// medians are reported with ratios. JSON goes to bench/results/diff-<commit>.json.
+// medians are reported with ratios. JSON goes to bench/results/diff-<commit>.json. stratum runs
+// from a copy of dist/ taken at the start, so a rebuild in the checkout cannot disturb a run.
 //
 //   npx tsc -p . && npx tsc -p bench/diff && node dist-bench/diff/diff-bench.js [--runs 3]
 //     [--trees gen,share] [--work /dev/shm/stratum-diff-bench] [--keep]
@@ -36,7 +38,10 @@ const { values: args } = parseArgs({
 const RUNS = Number(args.runs);
 const WORK = resolve(args.work);
 const HERE = new URL('.', import.meta.url).pathname;
-const RUNNER = join(HERE, 'stratum-diff.js');
+const REPO = resolve(HERE, '..', '..');
+// the runner and dist/ are copied here, keeping their relative layout
+const SNAPSHOT = join(WORK, 'snapshot');
+const RUNNER = join(SNAPSHOT, 'dist-bench', 'diff', 'stratum-diff.js');
 const UMOCI = '/usr/bin/umoci';
 
 class Rng {
@@ -158,6 +163,10 @@ async function umociImage(
 
 async function main(): Promise<void> {
   await mkdir(WORK, { recursive: true });
+  await rm(SNAPSHOT, { recursive: true, force: true });
+  await mkdir(join(SNAPSHOT, 'dist-bench', 'diff'), { recursive: true });
+  await run(['cp', '-a', join(REPO, 'dist'), join(SNAPSHOT, 'dist')]);
+  await run(['cp', join(HERE, 'stratum-diff.js'), RUNNER]);
   const logs = join(WORK, 'logs');
   await mkdir(logs, { recursive: true });
   const rows: Row[] = [];
@@ -219,6 +228,11 @@ async function main(): Promise<void> {
         row(tree, 'full', 'stratum gzip'),
         [node, RUNNER, '-', src, join(out, 's.tgz'), 'gzip'],
         join(out, 's.tgz'),
+      );
+      await time(
+        row(tree, 'full', 'stratum gzip -6'),
+        [node, RUNNER, '-', src, join(out, 's6.tgz'), 'gzip', '-', '6'],
+        join(out, 's6.tgz'),
       );
       await time(
         row(tree, 'full', 'stratum gzip (1 stream)'),
@@ -293,7 +307,7 @@ async function main(): Promise<void> {
   }
   process.stdout.write(`\n${lines.join('\n')}\n`);
   const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-  const results = join(HERE, '..', '..', 'bench', 'results');
+  const results = join(REPO, 'bench', 'results');
   await mkdir(results, { recursive: true });
   const file = join(results, `diff-${commit}.json`);
   await writeFile(

@@ -79,12 +79,20 @@ import {
 import { isOverlayOpaqueValue, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout.js';
 import { getfattrPath, readTreeXattrs } from './xattr-read.js';
 
+/**
+ * The gzip level layers are made with unless the caller says otherwise. 5, not zlib's usual 6:
+ * measured on this project's 2-core machine (bench/diff), level 5 takes 21-31 % less CPU than
+ * level 6 for 0.4-1 % more bytes (generated tree: 128.5 MB against 127.1 MB; /usr/share: 242.8
+ * against 241.8 MB), and its output is still smaller than umoci's or Go's default gzip.
+ */
+export const DEFAULT_LAYER_GZIP_LEVEL = 5;
+
 export interface LayerWriteOptions {
   /** Where the (compressed) layer goes: a file path (created or truncated) or a Writable (ended when done). */
   readonly destination: string | Writable;
   /** 'gzip' (default), 'zstd' or 'none'. */
   readonly compression?: Compression;
-  /** gzip 0-9 (default 6), zstd 1-19 (default 3). */
+  /** gzip 0-9 (default 5, see DEFAULT_LAYER_GZIP_LEVEL), zstd 1-19 (default 3). */
   readonly level?: number;
   /** gzip in parallel blocks (default) or as one zlib stream. */
   readonly gzipEngine?: 'parallel' | 'stream';
@@ -793,7 +801,11 @@ async function makeLayer(plan: Plan, opts: LayerWriteOptions): Promise<DiffResul
   const output = new LayerOutput({
     compression,
     destination: opts.destination,
-    ...(opts.level === undefined ? {} : { level: opts.level }),
+    ...(opts.level !== undefined
+      ? { level: opts.level }
+      : compression === 'gzip'
+        ? { level: DEFAULT_LAYER_GZIP_LEVEL }
+        : {}),
     ...(opts.gzipEngine === undefined ? {} : { gzipEngine: opts.gzipEngine }),
     ...(opts.concurrency === undefined ? {} : { concurrency: opts.concurrency }),
     ...(signal === undefined ? {} : { signal }),
