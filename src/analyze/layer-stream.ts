@@ -64,7 +64,8 @@ export async function openImage(source: ImageSource, opts: ImageSourceOptions = 
 }
 
 export interface LayerStreamResult {
-  readonly diffId: Digest;
+  /** undefined when not hashed (`hash: false`). */
+  readonly diffId: Digest | undefined;
   /** Bytes of uncompressed tar. */
   readonly size: number;
 }
@@ -92,12 +93,20 @@ function gunzip(): zlib.Gunzip {
 /**
  * Stream layer `desc` from `fetcher` through `sink`. `what` names the layer in errors
  * ("layer 2 (sha256:...)"); `diffId`, when given, must be the uncompressed tar's digest.
+ * `hash: false` skips computing the diffID (the result then has none): for a second read of
+ * a layer whose diffID was checked before — the fetcher checks the compressed digest again,
+ * and the same compressed bytes always decompress to the same tar.
  */
 export async function streamLayer(
   fetcher: Fetcher,
   desc: Descriptor,
   sink: TarSink,
-  opts: { readonly diffId?: Digest; readonly what: string; readonly signal?: AbortSignal },
+  opts: {
+    readonly diffId?: Digest;
+    readonly hash?: boolean;
+    readonly what: string;
+    readonly signal?: AbortSignal;
+  },
 ): Promise<LayerStreamResult> {
   const signal = opts.signal;
   signal?.throwIfAborted();
@@ -114,20 +123,22 @@ export async function streamLayer(
       }) as unknown as Readable;
     }
     const reader = new TarReader(sink);
-    const digester = new Digester('sha256');
+    const digester = opts.hash === false && opts.diffId === undefined ? undefined : new Digester('sha256');
+    let size = 0;
     for await (const chunk of tar as AsyncIterable<Buffer>) {
       if (signal?.aborted) throw abortError(signal);
-      digester.update(chunk);
+      digester?.update(chunk);
+      size += chunk.length;
       const r = reader.write(chunk);
       if (r !== undefined) await r;
     }
     if (failed) throw failed;
     reader.end();
-    const diffId = digester.digest();
+    const diffId = digester?.digest();
     if (opts.diffId !== undefined && diffId !== opts.diffId) {
-      throw new DigestMismatchError(opts.diffId, diffId, `${opts.what} uncompressed (diffID)`);
+      throw new DigestMismatchError(opts.diffId, String(diffId), `${opts.what} uncompressed (diffID)`);
     }
-    return { diffId, size: digester.size };
+    return { diffId, size };
   } catch (e) {
     if (signal?.aborted && !(e instanceof StratumError && e.code === 'ERR_ABORTED')) throw abortError(signal);
     if (e instanceof StratumError && e.code === 'ERR_INVALID_ARCHIVE') {

@@ -144,7 +144,7 @@ export async function analyzeLayers(
       what: layerName(index, layer),
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
-    streamed.push({ ...r, counts: tree.endLayer() });
+    streamed.push({ diffId: r.diffId as Digest, size: r.size, counts: tree.endLayer() });
     opts.onProgress?.({ type: 'layer-done', index, count: manifest.layers.length, layer });
   }
   const layers = manifest.layers.map((layer, index) =>
