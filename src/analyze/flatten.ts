@@ -76,6 +76,11 @@ export interface FlattenOptions extends ImageSourceOptions {
   /** Where the compressed layer (and, for 'extract', the tree) is made (default os.tmpdir()). */
   readonly tmpDir?: string;
   readonly onProgress?: (e: FlattenProgress) => void;
+  /**
+   * The stream method writes sparse files whole: refuse (ERR_TOO_LARGE) when their holes add
+   * up to more bytes than this (default 4 GiB) — a header can claim any size.
+   */
+  readonly maxSparseHoles?: number;
 }
 
 export interface FlattenResult {
@@ -289,6 +294,8 @@ function linkHeader(name: string, target: string, i: Inode): TarWriteHeader {
   };
 }
 
+const DEFAULT_MAX_SPARSE_HOLES = 4 * 1024 ** 3;
+
 interface Plan {
   readonly dirs: [string, DirNode][];
   /** Every inode with its names in the tree (byte strings, walk order). */
@@ -332,6 +339,17 @@ async function streamFlatten(
     onLayer: (index, layer) => opts.onProgress?.({ type: 'read', index, count, layer }),
   });
   const p = plan(tree);
+  const limit = opts.maxSparseHoles ?? DEFAULT_MAX_SPARSE_HOLES;
+  let holes = 0;
+  for (const inode of p.names.keys()) {
+    holes += inode.size - inode.stored;
+    if (holes > limit) {
+      throw new StratumError(
+        'ERR_TOO_LARGE',
+        `cannot flatten ${opened.image.descriptor.digest}: its sparse files have more than ${limit} bytes of holes in all (${JSON.stringify(`/${inode.path}`)} is one), which a flattened layer would have to store as zeros (maxSparseHoles)`,
+      );
+    }
+  }
   const out = new LayerOutput({
     compression: opts.compression ?? 'gzip',
     destination: layerFile,

@@ -1,6 +1,9 @@
 // An image's final filesystem as a UnionTree, read from its layer streams (nothing extracted),
-// optionally with each file's sha256 computed as its body streams past (a sparse file is
-// hashed as its bytes: holes count as zeros).
+// optionally with each file's sha256 computed as its body streams past. A sparse file is hashed
+// as its bytes (holes count as zeros) — unless its holes add up to more than HASH_HOLES_LIMIT:
+// hashing terabytes of zeros a hostile (or a `useradd`-made /var/log/lastlog) header claims
+// would never end, so such a file gets `sparse-sha256:` over its size, its map and its data
+// instead (equal for equal sparse files; a dense copy of it compares as different).
 
 import { createHash, type Hash } from 'node:crypto';
 import type { Digest } from '../digest/digest.js';
@@ -16,6 +19,9 @@ import {
   streamLayer,
 } from './layer-stream.js';
 import { type Inode, UnionTree, type UnionTreeOptions } from './union.js';
+
+/** Sparse files with more bytes of holes than this are not hashed as their full bytes. */
+export const HASH_HOLES_LIMIT = 1024 ** 3;
 
 export interface ImageTreeOptions extends ImageSourceOptions {
   /** Compute each file's sha256 into `inode.digest` (default false). */
@@ -34,15 +40,22 @@ export interface ImageTree extends OpenedImage {
 export async function readImageTree(source: ImageSource, opts: ImageTreeOptions = {}): Promise<ImageTree> {
   const opened = await openImage(source, opts);
   const tree = new UnionTree(opts.tree);
-  let cur: { inode: Inode; hash: Hash; body: SparseExpander } | undefined;
+  let cur: { inode: Inode; hash: Hash; body: SparseExpander; prefix: string } | undefined;
   const sink: TarSink = opts.hash
     ? {
         entry: (h: TarHeader) => {
           const inode = tree.entry(h);
-          cur =
-            inode === undefined
-              ? undefined
-              : { inode, hash: createHash('sha256'), body: new SparseExpander(h.sparse, h.realSize) };
+          if (inode === undefined) {
+            cur = undefined;
+            return;
+          }
+          const hash = createHash('sha256');
+          if (h.sparse !== undefined && h.realSize - h.size > HASH_HOLES_LIMIT) {
+            hash.update(`sparse ${h.realSize}\n${h.sparse.map((s) => `${s.offset} ${s.length}\n`).join('')}`);
+            cur = { inode, hash, body: new SparseExpander(undefined, h.size), prefix: 'sparse-sha256' };
+            return;
+          }
+          cur = { inode, hash, body: new SparseExpander(h.sparse, h.realSize), prefix: 'sha256' };
         },
         data: (chunk: Buffer) => {
           if (cur === undefined) return;
@@ -51,7 +64,7 @@ export async function readImageTree(source: ImageSource, opts: ImageTreeOptions 
         entryEnd: () => {
           if (cur === undefined) return;
           for (const b of cur.body.finish()) cur.hash.update(b);
-          cur.inode.digest = `sha256:${cur.hash.digest('hex')}`;
+          cur.inode.digest = `${cur.prefix}:${cur.hash.digest('hex')}`;
           cur = undefined;
         },
       }

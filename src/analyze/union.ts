@@ -50,7 +50,7 @@ export interface Inode {
   readonly entry: number;
   /** The path it was made at. */
   readonly path: string;
-  /** `sha256:` of its content, when the reader hashed it (files only). */
+  /** `sha256:` of its content, when the reader hashed it (files only; see image-tree.ts). */
   digest: string | undefined;
   /** Names it has in the tree now. */
   links: number;
