@@ -144,12 +144,21 @@ export async function flattenImage(
       size: made.size,
     };
     opts.onProgress?.({ type: 'push', layer });
-    await target.push(layer, createReadStream(layerFile), sopts);
+    const content = createReadStream(layerFile);
+    try {
+      await target.push(layer, content, sopts);
+    } finally {
+      content.destroy();
+    }
 
     const created = creationTime(opts);
     const raw = JSON.parse((await opened.image.rawConfig()).toString('utf8')) as Record<string, unknown>;
     const history = [
-      ...(opened.config.history ?? []).map((h) => ({ ...h, empty_layer: true })),
+      // the raw entries: fields this version does not know are kept too
+      ...(Array.isArray(raw.history) ? (raw.history as Record<string, unknown>[]) : []).map((h) => ({
+        ...h,
+        empty_layer: true,
+      })),
       {
         created,
         created_by: 'stratum flatten',
