@@ -26,7 +26,7 @@
 // each: with the temp dir on tmpfs both take 2.6–3.4 s (stream ~2.8 s CPU: two decompressions;
 // extract ~2.7 s: one decompression, then every file written and read back); on ext4 stream
 // takes 6.3–6.8 s (only the layer file touches the disk) and extract 21–25 s (file creation and
-// writeback). With gzip level 6 both are ~7.5–10 s, compression dominating. So stream is the
+// writeback). With gzip (level 6 then) both are ~7.5–10 s, compression dominating. So stream is the
 // default: never slower here, far faster on disk, no root, no room for the tree; extract is
 // kept for its sorted, diffTrees-identical output.
 
@@ -69,7 +69,7 @@ export interface FlattenOptions extends ImageSourceOptions {
   readonly method?: FlattenMethod;
   /** The new layer's compression (default gzip). */
   readonly compression?: LayerCompression;
-  /** gzip 0-9 (default 6), zstd 1-19 (default 3). */
+  /** gzip 0-9, zstd 1-19 (default: the layer writer's, see layer/layer-output.ts). */
   readonly level?: number;
   /** The new image's creation time (default SOURCE_DATE_EPOCH when set, else now). */
   readonly created?: Date;
