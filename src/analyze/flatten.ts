@@ -39,7 +39,7 @@ import { type Digest, digestBytes } from '../digest/digest.js';
 import { StratumError } from '../errors/errors.js';
 import { tempName } from '../internal/fs.js';
 import { applyLayer } from '../layer/apply.js';
-import { diffTrees } from '../layer/diff.js';
+import { DEFAULT_LAYER_GZIP_LEVEL, diffTrees } from '../layer/diff.js';
 import { LayerOutput } from '../layer/layer-output.js';
 import type { TarHeader, TarSink } from '../layer/tar-reader.js';
 import { encodeHeader, type TarWriteHeader, type Xattr } from '../layer/tar-writer.js';
@@ -69,7 +69,7 @@ export interface FlattenOptions extends ImageSourceOptions {
   readonly method?: FlattenMethod;
   /** The new layer's compression (default gzip). */
   readonly compression?: LayerCompression;
-  /** gzip 0-9, zstd 1-19 (default: the layer writer's, see layer/layer-output.ts). */
+  /** gzip 0-9 (default DEFAULT_LAYER_GZIP_LEVEL, as diffTrees), zstd 1-19 (default 3). */
   readonly level?: number;
   /** The new image's creation time (default SOURCE_DATE_EPOCH when set, else now). */
   readonly created?: Date;
@@ -359,10 +359,12 @@ async function streamFlatten(
       );
     }
   }
+  const compression = opts.compression ?? 'gzip';
+  const level = opts.level ?? (compression === 'gzip' ? DEFAULT_LAYER_GZIP_LEVEL : undefined);
   const out = new LayerOutput({
-    compression: opts.compression ?? 'gzip',
+    compression,
     destination: layerFile,
-    ...(opts.level === undefined ? {} : { level: opts.level }),
+    ...(level === undefined ? {} : { level }),
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
   try {
