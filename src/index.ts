@@ -1,6 +1,17 @@
 // stratum's public API: everything a program needs, with one import.
 //   import { copyImage, pull, push, inspect, openStore, RegistryClient } from 'stratum';
 
+export * from './analyze/flatten.js';
+export * from './analyze/image-diff.js';
+export {
+  HASH_HOLES_LIMIT,
+  type ImageTree,
+  type ImageTreeOptions,
+  readImageTree,
+} from './analyze/image-tree.js';
+export type { ImageSource, ImageSourceOptions } from './analyze/layer-stream.js';
+export * from './analyze/layers.js';
+export { UnionTree, type UnionTreeOptions } from './analyze/union.js';
 export * from './archive/docker-archive-reader.js';
 export * from './archive/docker-archive-writer.js';
 export * from './archive/oci-archive-reader.js';
@@ -23,6 +34,7 @@ export * from './layout/store.js';
 export * from './ops/copy-image.js';
 export * from './ops/import.js';
 export * from './ops/inspect.js';
+export * from './ops/layers.js';
 export { Session, type SessionOptions } from './ops/session.js';
 export * from './ops/unpack.js';
 export * from './reference/reference.js';

@@ -15,6 +15,7 @@ import type { ContainerConfig } from '../spec/types.js';
 import { formatLocation, type Location, parseLocation } from '../transport/location.js';
 import { storeRefName } from '../transport/open.js';
 import { type GLOBAL_OPTIONS, type OptionSpec, type Parsed, parse, UsageError } from './args.js';
+import { formatTable, help, shortDigest } from './format.js';
 import { diffCommand, flattenCommand, layersCommand } from './layers-command.js';
 import { formatBytes, ProgressPrinter } from './progress.js';
 import { serveCommand } from './serve-command.js';
@@ -40,11 +41,6 @@ function sessionOptions(v: Values): SessionOptions {
     ...(v.root ? { root: v.root } : {}),
     ...(v['tls-verify'] === 'false' ? { tlsVerify: false } : {}),
   };
-}
-
-function help(ctx: CommandContext, c: { usage: string; summary: string }, detail = ''): number {
-  ctx.stdout.write(`${c.summary}\n\nusage: ${c.usage}\n${detail}`);
-  return 0;
 }
 
 function printJson(ctx: CommandContext, v: unknown): void {
@@ -241,15 +237,6 @@ function ago(iso: string): string {
   return 'just now';
 }
 
-function formatTable(rows: readonly (readonly string[])[]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return (
-    rows
-      .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3))).join(''))
-      .join('\n') + '\n'
-  );
-}
-
 export const COMMANDS: Readonly<Record<string, Command>> = {
   copy: copyCommand(
     'Copy an image between any two locations',
@@ -353,12 +340,10 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
         const table = [['REPOSITORY', 'TAG', p.values.digests ? 'DIGEST' : 'ID', 'CREATED', 'SIZE']];
         for (const r of rows) {
           const { name, tag } = splitStoreRef(r.ref);
-          const id = p.values.digests
-            ? r.digest
-            : r.digest.slice(r.digest.indexOf(':') + 1, r.digest.indexOf(':') + 13);
+          const id = p.values.digests ? r.digest : shortDigest(r.digest);
           table.push([name, tag, id, r.created ? ago(r.created) : '-', formatBytes(r.size)]);
         }
-        ctx.stdout.write(formatTable(table));
+        ctx.stdout.write(formatTable(table, new Set(), 3));
       });
       return 0;
     },

@@ -11,6 +11,7 @@ import type { Platform } from '../spec/types.js';
 import { formatLocation } from '../transport/location.js';
 import { type GLOBAL_OPTIONS, type OptionSpec, type Parsed, parse, UsageError } from './args.js';
 import type { Command, CommandContext } from './commands.js';
+import { formatTable, help, shortDigest } from './format.js';
 import { formatBytes } from './progress.js';
 
 const GLOBAL_DETAIL = `  --platform OS/ARCH[/V]  pick this platform from an index (default: this machine's)
@@ -18,11 +19,6 @@ const GLOBAL_DETAIL = `  --platform OS/ARCH[/V]  pick this platform from an inde
   -q, --quiet             no progress
   --tls-verify=false      do not verify registry certificates; allow plain HTTP
 `;
-
-function help(ctx: CommandContext, c: Command, detail: string): number {
-  ctx.stdout.write(`${c.summary}\n\nusage: ${c.usage}\n${detail}`);
-  return 0;
-}
 
 function common(
   v: Parsed<{ platform: { type: 'string' } } & typeof GLOBAL_OPTIONS>['values'],
@@ -38,42 +34,6 @@ function common(
     ...(v['tls-verify'] === 'false' ? { tlsVerify: false } : {}),
     ...(platform ? { platform } : {}),
   };
-}
-
-/**
- * A reader that stops early (`stratum diff ... | head`) closes the pipe: stop writing quietly
- * instead of dying on EPIPE; other write errors are reported.
- */
-function guardStdout(ctx: CommandContext): void {
-  const out = ctx.stdout;
-  if (out.listenerCount('error') > 0) return;
-  out.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE') return;
-    ctx.stderr.write(`stratum: cannot write the output: ${e.message}\n`);
-    process.exitCode = 1;
-  });
-}
-
-function short(digest: string): string {
-  const i = digest.indexOf(':');
-  return digest.slice(i + 1, i + 13);
-}
-
-function table(rows: readonly (readonly string[])[], right: ReadonlySet<number>): string {
-  const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows
-    .map((r) =>
-      r
-        .map((c, i) => {
-          if (i === r.length - 1) return c;
-          const w = widths[i] as number;
-          return `${right.has(i) ? c.padStart(w) : c.padEnd(w)}  `;
-        })
-        .join('')
-        .trimEnd(),
-    )
-    .join('\n')
-    .concat('\n');
 }
 
 /** A history instruction on one line, shortened unless asked not to. */
@@ -96,7 +56,7 @@ function printReport(ctx: CommandContext, r: LayerReport, noTrunc: boolean, with
   for (const l of r.layers) {
     rows.push([
       String(l.index + 1),
-      short(l.digest),
+      shortDigest(l.digest),
       formatBytes(l.compressedSize),
       formatBytes(l.size),
       String(l.added),
@@ -107,7 +67,7 @@ function printReport(ctx: CommandContext, r: LayerReport, noTrunc: boolean, with
     ]);
   }
   ctx.stdout.write(`Image: ${r.manifest.digest}\n`);
-  ctx.stdout.write(table(rows, new Set([0, 2, 3, 4, 5, 6, 7])));
+  ctx.stdout.write(formatTable(rows, new Set([0, 2, 3, 4, 5, 6, 7])));
   ctx.stdout.write(
     `\nTotal: ${r.layers.length} layer${r.layers.length === 1 ? '' : 's'}, ${formatBytes(r.compressedSize)} compressed, ${formatBytes(r.size)} uncompressed, ${formatBytes(r.totalBytes)} of file data\n`,
   );
@@ -117,7 +77,7 @@ function printReport(ctx: CommandContext, r: LayerReport, noTrunc: boolean, with
     ctx.stdout.write(
       `\nWasted paths (largest first${top.length < r.wasted.length ? `, ${top.length} of ${r.wasted.length}` : ''}):\n`,
     );
-    const w = table(
+    const w = formatTable(
       top.map((p) => [
         formatBytes(p.bytes),
         p.path,
@@ -129,7 +89,7 @@ function printReport(ctx: CommandContext, r: LayerReport, noTrunc: boolean, with
   }
   if (withPaths) {
     for (const l of r.layers) {
-      ctx.stdout.write(`\nLayer ${l.index + 1} (${short(l.digest)}):\n`);
+      ctx.stdout.write(`\nLayer ${l.index + 1} (${shortDigest(l.digest)}):\n`);
       for (const p of l.paths ?? []) ctx.stdout.write(`  ${KIND_LETTER[p.kind]} ${p.path}\n`);
     }
   }
@@ -164,7 +124,6 @@ ${GLOBAL_DETAIL}`,
       );
     }
     const location = p.positionals[0] as string;
-    guardStdout(ctx);
     const report = await imageLayers(location, {
       ...common(v),
       signal: ctx.signal,
@@ -241,7 +200,6 @@ ${GLOBAL_DETAIL}`,
       );
     }
     const [a, b] = p.positionals as [string, string];
-    guardStdout(ctx);
     const d = await imageDiff(a, b, {
       ...common(v),
       signal: ctx.signal,
@@ -299,10 +257,11 @@ ${GLOBAL_DETAIL}`,
       compression: compress as LayerCompression,
       method,
       onProgress: (e) => {
-        if (e.type === 'read') log(`Reading layer ${e.index + 1}/${e.count} (${short(e.layer.digest)})`);
+        if (e.type === 'read')
+          log(`Reading layer ${e.index + 1}/${e.count} (${shortDigest(e.layer.digest)})`);
         else if (e.type === 'write')
-          log(`Copying files of layer ${e.index + 1}/${e.count} (${short(e.layer.digest)})`);
-        else log(`Writing layer ${short(e.layer.digest)} (${formatBytes(e.layer.size)})`);
+          log(`Copying files of layer ${e.index + 1}/${e.count} (${shortDigest(e.layer.digest)})`);
+        else log(`Writing layer ${shortDigest(e.layer.digest)} (${formatBytes(e.layer.size)})`);
       },
     });
     if (v.json) {

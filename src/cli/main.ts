@@ -58,6 +58,10 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const json = rest.includes('--json');
+  // a reader that stops early (`stratum layers IMG | head`) closes the pipe: stop quietly
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  });
   try {
     if (!command) throw new UsageError(`unknown command ${JSON.stringify(name)}\n\n${usage()}`);
     const ctx: CommandContext = {

@@ -5,6 +5,7 @@ import { parsePlatform } from '../image/platform.js';
 import { unpack } from '../ops/unpack.js';
 import { parse, UsageError } from './args.js';
 import type { Command } from './commands.js';
+import { shortDigest } from './format.js';
 import { formatBytes } from './progress.js';
 
 const DETAIL = `
@@ -21,10 +22,6 @@ options:
   -q, --quiet             no progress
   --tls-verify=false      do not verify registry certificates; allow plain HTTP
 `;
-
-function short(digest: string): string {
-  return digest.slice(digest.indexOf(':') + 1, digest.indexOf(':') + 13);
-}
 
 export const unpackCommand: Command = {
   summary: 'Unpack an image into an OCI runtime bundle (rootfs + config.json)',
@@ -71,12 +68,12 @@ export const unpackCommand: Command = {
         }
         if (e.type === 'layer-start') {
           log(
-            `${short(e.layer.digest)}: Unpacking layer ${e.index + 1}/${e.count} (${formatBytes(e.layer.size)})`,
+            `${shortDigest(e.layer.digest)}: Unpacking layer ${e.index + 1}/${e.count} (${formatBytes(e.layer.size)})`,
           );
         } else if (e.type === 'warning') {
-          log(`${short(e.layer.digest)}: warning: ${e.warning.path}: ${e.warning.message}`);
+          log(`${shortDigest(e.layer.digest)}: warning: ${e.warning.path}: ${e.warning.message}`);
         } else if (e.type === 'layer-done') {
-          log(`${short(e.layer.digest)}: Done (diffID ${short(e.diffId)})`);
+          log(`${shortDigest(e.layer.digest)}: Done (diffID ${shortDigest(e.diffId)})`);
         }
       },
     });
