@@ -61,6 +61,8 @@ export interface Exchange {
   readonly query: URLSearchParams;
   /** Count request body bytes (for the access log and metrics). */
   readonly received: (n: number) => void;
+  /** Count response body bytes written past `res` (straight to the socket). */
+  readonly sent: (n: number) => void;
 }
 
 /** Calls with the same key run one after another (in this process). */
@@ -419,7 +421,7 @@ export class RegistryHandlers {
       res.end();
       return;
     }
-    await blob.send(res, start, end).catch(() => {
+    await blob.send(res, start, end, x.sent).catch(() => {
       // the client went away; the access log records the response as aborted
     });
   }

@@ -199,7 +199,7 @@ export function createRegistryServer(opts: RegistryServerOptions): Server {
   async function serve(
     req: IncomingMessage,
     res: ServerResponse,
-    entry: { route: string; user: string | undefined; bytesIn: number },
+    entry: { route: string; user: string | undefined; bytesIn: number; bytesOut: number },
   ): Promise<void> {
     res.setHeader('docker-distribution-api-version', 'registry/2.0');
     const method = req.method ?? 'GET';
@@ -245,6 +245,9 @@ export function createRegistryServer(opts: RegistryServerOptions): Server {
         received: (n) => {
           entry.bytesIn += n;
         },
+        sent: (n) => {
+          entry.bytesOut += n;
+        },
       });
     } catch (e) {
       const err = toHttpError(e, errorWhat(route));
@@ -261,8 +264,7 @@ export function createRegistryServer(opts: RegistryServerOptions): Server {
 
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     const started = process.hrtime.bigint();
-    const entry = { route: 'unknown', user: undefined as string | undefined, bytesIn: 0 };
-    let bytesOut = 0;
+    const entry = { route: 'unknown', user: undefined as string | undefined, bytesIn: 0, bytesOut: 0 };
     // count body bytes as they are written
     const write = res.write.bind(res) as (...a: unknown[]) => boolean;
     const end = res.end.bind(res) as (...a: unknown[]) => ServerResponse;
@@ -273,11 +275,11 @@ export function createRegistryServer(opts: RegistryServerOptions): Server {
           ? chunk.byteLength
           : 0;
     res.write = ((...a: unknown[]) => {
-      bytesOut += size(a[0]);
+      entry.bytesOut += size(a[0]);
       return write(...a);
     }) as typeof res.write;
     res.end = ((...a: unknown[]) => {
-      if (typeof a[0] !== 'function') bytesOut += size(a[0]);
+      if (typeof a[0] !== 'function') entry.bytesOut += size(a[0]);
       return end(...a);
     }) as typeof res.end;
     metrics.started();
@@ -294,7 +296,7 @@ export function createRegistryServer(opts: RegistryServerOptions): Server {
         route: entry.route,
         status: res.statusCode,
         bytesIn: entry.bytesIn,
-        bytesOut: req.method === 'HEAD' ? 0 : bytesOut,
+        bytesOut: req.method === 'HEAD' ? 0 : entry.bytesOut,
         ms: Number(process.hrtime.bigint() - started) / 1e6,
         aborted: !res.writableFinished,
       };

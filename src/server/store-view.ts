@@ -302,7 +302,12 @@ export class StoreView {
   async openBlob(digest: Digest): Promise<
     | {
         size: number;
-        send: (res: ServerResponse, start: number, end: number) => Promise<void>;
+        send: (
+          res: ServerResponse,
+          start: number,
+          end: number,
+          onBytes?: (n: number) => void,
+        ) => Promise<void>;
         close: () => Promise<void>;
       }
     | undefined
@@ -325,7 +330,7 @@ export class StoreView {
     }
     return {
       size: st.size,
-      send: (res, start, end) => sendFileRange(fh, res, start, end),
+      send: (res, start, end, onBytes) => sendFileRange(fh, res, start, end, onBytes ? { onBytes } : {}),
       close: () => fh.close(),
     };
   }

@@ -4,7 +4,10 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdir, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { open, readdir, truncate, writeFile } from 'node:fs/promises';
+import { createServer, get } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
@@ -16,6 +19,7 @@ import { parseContentRange, parseRange } from './http-util.js';
 import { formatAccessLine, ServerMetrics } from './metrics.js';
 import { isValidTag, parseRepository, servedName, splitStoreRef, tagRefName } from './names.js';
 import { matchRoute } from './routes.js';
+import { sendFileRange } from './send-file.js';
 import { UploadManager } from './uploads.js';
 
 const code = (e: unknown) => (e instanceof RegistryHttpError ? e.registryCode : String(e));
@@ -294,5 +298,76 @@ describe('server units: uploads', () => {
       'not-ours',
     ]);
     await m.close();
+  });
+});
+
+describe('server units: sending files', () => {
+  /** Serve one file range with sendFileRange, fetch it, return what arrived and how it ended. */
+  async function fetchRange(
+    path: string,
+    start: number,
+    end: number,
+    opts: Parameters<typeof sendFileRange>[4] = {},
+    before?: () => Promise<void>,
+  ): Promise<{ body: Buffer; complete: boolean; sendError: unknown }> {
+    let sendError: unknown;
+    const srv = createServer(async (_req, res) => {
+      const fh = await open(path);
+      res.setHeader('content-length', String(end - start + 1));
+      await before?.();
+      await sendFileRange(fh, res, start, end, opts).catch((e: unknown) => {
+        sendError = e;
+      });
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    try {
+      return await new Promise((resolve) => {
+        get({ host: '127.0.0.1', port: (srv.address() as AddressInfo).port, path: '/' }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', () => {});
+          res.on('close', () =>
+            setImmediate(() => resolve({ body: Buffer.concat(chunks), complete: res.complete, sendError })),
+          );
+        });
+      });
+    } finally {
+      srv.closeAllConnections();
+      await new Promise((r) => srv.close(r));
+    }
+  }
+
+  it('sends exact ranges, in place and through the thread pool once reads are slow', async (t) => {
+    const dir = await tempDir(t);
+    const file = join(dir, 'blob');
+    const bytes = randomBytes(3 * 1024 * 1024 + 123);
+    await writeFile(file, bytes);
+    const fast = await fetchRange(file, 0, bytes.length - 1);
+    assert.ok(fast.complete);
+    assert.deepEqual(fast.body, bytes);
+    let pooled = false;
+    let counted = 0;
+    const slow = await fetchRange(file, 1000, 2_500_000, {
+      slowReadNs: 0n,
+      onPooled: () => {
+        pooled = true;
+      },
+      onBytes: (n) => {
+        counted += n;
+      },
+    });
+    assert.equal(pooled, true);
+    assert.equal(counted, 2_499_001);
+    assert.deepEqual(slow.body, bytes.subarray(1000, 2_500_001));
+  });
+
+  it('a file shorter than promised ends the response as incomplete, never as whole', async (t) => {
+    const dir = await tempDir(t);
+    const file = join(dir, 'blob');
+    await writeFile(file, randomBytes(500_000));
+    const r = await fetchRange(file, 0, 499_999, {}, () => truncate(file, 200_000));
+    assert.equal(r.complete, false);
+    assert.ok(r.body.length <= 200_000);
+    assert.ok(r.sendError instanceof StratumError && r.sendError.code === 'ERR_SIZE_MISMATCH');
   });
 });
