@@ -36,6 +36,9 @@ function deflateBlock(
         level,
         // the largest hash table: 5-10 % less CPU than the default 8, within ±0.6 % in size
         memLevel: 9,
+        // room for the whole output at once: with the default 16 KiB, every 16 KiB of output is
+        // a round trip through this thread (measured: 0.76 s of main-thread time for 238 MB)
+        chunkSize: input.length + (input.length >>> 3) + 1024,
         finishFlush: last ? zc.Z_FINISH : zc.Z_SYNC_FLUSH,
         ...(dictionary === undefined ? {} : { dictionary }),
       },
