@@ -3,6 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-npx tsc -p tsconfig.json --noEmit
-npx biome check .
+npm run --silent check
 npm test
