@@ -12,9 +12,10 @@ import { gunzipSync } from 'node:zlib';
 import { extract } from 'tar-stream';
 import { StratumError } from '../errors/errors.js';
 import { tempDir } from '../testing/tmp.js';
-import { bytes } from './diff-fixtures.test.js';
+import { bytes, HAVE_SETFATTR, setfattr } from './diff-fixtures.test.js';
 import { ParallelGzip } from './parallel-gzip.js';
 import { BLOCK, encodeHeader, padding, splitDevice, type TarWriteHeader } from './tar-writer.js';
+import { parseGetfattr, readTreeXattrs } from './xattr-read.js';
 
 const base = { mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 1_600_000_000 } as const;
 
@@ -261,5 +262,51 @@ describe('parallel gzip', () => {
     assert.ok(best.length < data.length / 50);
     assert.deepEqual(gunzipSync(stored), data);
     assert.deepEqual(gunzipSync(best), data);
+  });
+});
+
+describe('xattrs of a tree through getfattr', () => {
+  it('parses escaped names, every value form, and only paths under the root', () => {
+    const text = [
+      '# file: /r/a\\134b\\012c\\040d',
+      'user.hex=0x00ff',
+      'user.empty=',
+      'user.b64=0sAP8=',
+      'user.text="q\\042"',
+      '',
+      '# file: /r',
+      'trusted.overlay.opaque=0x79',
+      '',
+      '# file: /elsewhere/x',
+      'user.no=0x01',
+      '',
+    ].join('\n');
+    const m = parseGetfattr(text, '/r');
+    assert.deepEqual([...m.keys()], ['a\\b\nc d', '']);
+    assert.deepEqual(m.get('a\\b\nc d'), [
+      ['user.b64', Buffer.from([0, 0xff])],
+      ['user.empty', Buffer.alloc(0)],
+      ['user.hex', Buffer.from([0, 0xff])],
+      ['user.text', Buffer.from('q"')],
+    ]);
+    assert.deepEqual(m.get(''), [['trusted.overlay.opaque', Buffer.from('y')]]);
+  });
+
+  it('reads names with spaces, backslashes, newlines and bytes that are not UTF-8', {
+    skip: HAVE_SETFATTR ? false : 'setfattr (Debian package attr) is not installed',
+  }, async (t) => {
+    const dir = await tempDir(t);
+    const names = ['plain', 'with space', 'back\\slash', 'new\nline'];
+    for (const n of names) {
+      writeFileSync(join(dir, n), '');
+      setfattr(join(dir, n), 'user.name', `0x${Buffer.from(n).toString('hex')}`);
+    }
+    const raw = Buffer.concat([Buffer.from(`${dir}/`), Buffer.from([0x78, 0xff])]);
+    writeFileSync(raw, '');
+    // argv from node is UTF-8: let the shell make the raw byte
+    execFileSync('sh', ['-c', `setfattr -n user.raw -v 0x01 "$(printf '%s/x\\377' "$1")"`, 'sh', dir]);
+    const m = await readTreeXattrs(dir);
+    for (const n of names) assert.deepEqual(m.get(n), [['user.name', Buffer.from(n)]], n);
+    assert.deepEqual(m.get('x\xff'), [['user.raw', Buffer.from([1])]]);
   });
 });
