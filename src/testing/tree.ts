@@ -1,15 +1,13 @@
 // Test helper: describe a directory tree (path, type, mode, uid, gid, size, content hash,
 // link target, device numbers, xattrs, hardlink groups) and compare two trees, listing
-// every difference. xattrs come from `getfattr` (Debian package `attr`) when installed.
+// every difference. xattrs come from `getfattr` (Debian package `attr`) when installed, read
+// by the layer code's parser (octal escapes undone).
 
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-
-const exec = promisify(execFile);
+import { readTreeXattrs } from '../layer/xattr-read.js';
 
 export interface TreeEntry {
   readonly path: string;
@@ -56,29 +54,13 @@ async function readXattrs(
 ): Promise<Map<string, Record<string, string>>> {
   const out = new Map<string, Record<string, string>>();
   if (!haveGetfattr) return out;
-  // -P: do not follow symlinks; -h: report on the link itself; -e hex: exact bytes
-  const { stdout } = await exec(
-    'getfattr',
-    ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', root],
-    {
-      maxBuffer: 1 << 30,
-    },
-  ).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }));
-  let current: string | undefined;
-  for (const line of stdout.split('\n')) {
-    if (line.startsWith('# file: ')) {
-      current = line.slice('# file: '.length);
-      const rel = current === root ? '' : current.slice(root.length + 1);
-      current = rel;
-      continue;
+  // the layer code's getfattr reader undoes its octal escapes and keeps names as bytes
+  for (const [rel, list] of await readTreeXattrs(root)) {
+    const rec: Record<string, string> = {};
+    for (const [name, value] of list) {
+      if (!ignore.some((p) => name.startsWith(p))) rec[name] = `0x${Buffer.from(value).toString('hex')}`;
     }
-    const eq = line.indexOf('=');
-    if (current === undefined || eq === -1) continue;
-    const name = line.slice(0, eq);
-    if (ignore.some((p) => name.startsWith(p))) continue;
-    const rec = out.get(current) ?? {};
-    rec[name] = line.slice(eq + 1);
-    out.set(current, rec);
+    if (Object.keys(rec).length > 0) out.set(Buffer.from(rel, 'latin1').toString('utf8'), rec);
   }
   return out;
 }
