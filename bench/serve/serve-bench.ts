@@ -38,8 +38,8 @@ type ServerName = (typeof SERVERS)[number];
 
 const { values: args } = parseArgs({
   options: {
-    reps: { type: 'string', default: '5' },
-    rounds: { type: 'string', default: '3' },
+    reps: { type: 'string', default: '7' },
+    rounds: { type: 'string', default: '4' },
     concurrency: { type: 'string', default: '32' },
     keep: { type: 'boolean', default: false },
     'image-cache': { type: 'string' },
@@ -51,8 +51,8 @@ const { values: args } = parseArgs({
 
 if (args.help) {
   process.stdout.write(`usage: node dist-bench/serve/serve-bench.js [options]
-  --reps N           single pulls per registry (default 5; the median is reported)
-  --rounds N         rounds of concurrent pulls per registry (default 3)
+  --reps N           single pulls per registry (default 7; the median is reported)
+  --rounds N         rounds of concurrent pulls per registry (default 4)
   --concurrency C    skopeo processes at once in a round (default 32)
   --keep             keep the work directory (image, stores, logs) on tmpfs
   --image-cache DIR  generate the image into DIR once and reuse it in later runs
@@ -383,6 +383,12 @@ async function main(): Promise<void> {
         fmt(s.concurrentMBps, 0),
         fmt(r.concurrentMBps, 0),
         fmt(s.concurrentMBps / r.concurrentMBps),
+      ],
+      [
+        `${CONCURRENCY} concurrent pulls, round wall time min / max (s)`,
+        `${fmt(Math.min(...roundWall.stratum))} / ${fmt(Math.max(...roundWall.stratum))}`,
+        `${fmt(Math.min(...roundWall.registry))} / ${fmt(Math.max(...roundWall.registry))}`,
+        '',
       ],
       [
         `${CONCURRENCY} concurrent pulls, p50 latency (s)`,
