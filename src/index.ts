@@ -48,6 +48,13 @@ export {
   staticCredentials,
 } from './registry/credentials.js';
 export * from './registry/target.js';
+export { Htpasswd, parseBasicAuth, parseHtpasswd } from './server/htpasswd.js';
+export {
+  closeRegistryServer,
+  createRegistryServer,
+  type RegistryServerOptions,
+  registryServerState,
+} from './server/server.js';
 export * from './spec/media-types.js';
 export * from './spec/types.js';
 export * from './spec/validate.js';

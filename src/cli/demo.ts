@@ -1,15 +1,15 @@
 // The demo: the main job of stratum, offline, on loopback, printing each step and the
 // command it runs. Today: make a busybox image from this machine's busybox-static, push it
-// to a registry started on 127.0.0.1, pull it into an empty store, copy it to a docker
-// archive and back. (Run, build and `stratum serve` join it as they land.)
+// to `stratum serve` started on 127.0.0.1, pull it into an empty store, look at its layers,
+// unpack it to a runtime bundle, copy it to a docker archive and back. (Run and build join
+// it as they land.) It needs nothing but Node, busybox-static and GNU tar.
 
-import { execFileSync, spawnSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startRegistry } from '../testing/registry.js';
 
 const CLI = fileURLToPath(new URL('./main.js', import.meta.url));
 const BUSYBOX = '/bin/busybox';
@@ -66,14 +66,33 @@ async function makeRootfsTar(dir: string): Promise<string> {
   return tar;
 }
 
+/** Start `stratum serve` on a free loopback port; resolves with its address once it listens. */
+function startServe(root: string): Promise<{ child: ChildProcess; host: string }> {
+  const args = ['serve', '--addr', '127.0.0.1:0', '--json', '-q'];
+  process.stdout.write(`$ STRATUM_ROOT=${root} stratum ${args.join(' ')} &\n`);
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, STRATUM_ROOT: root },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d;
+      const nl = out.indexOf('\n');
+      if (nl !== -1) resolve({ child, host: (JSON.parse(out.slice(0, nl)) as { address: string }).address });
+    });
+    child.once('exit', (code) => reject(new Error(`stratum serve exited with code ${code}`)));
+  });
+}
+
 async function main(): Promise<void> {
   const work = await mkdtemp(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'stratum-demo-'));
   const storeA = join(work, 'store-a');
   const storeB = join(work, 'store-b');
-  let registry: Awaited<ReturnType<typeof startRegistry>> | undefined;
+  let registry: { child: ChildProcess; host: string } | undefined;
   try {
-    step('Start a registry on loopback (Debian docker-registry)');
-    registry = await startRegistry();
+    step('Serve a registry on loopback: stratum serve, over a store of its own');
+    registry = await startServe(join(work, 'registry-store'));
     process.stdout.write(`registry at http://${registry.host}\n`);
 
     step("Make an image from this machine's busybox-static");
@@ -116,13 +135,39 @@ async function main(): Promise<void> {
       `registry layers: ${a.Layers.join(', ')}\narchive layers:  ${b.Layers.join(', ')} (docker archives hold uncompressed layers)\n`,
     );
 
+    step('Look at its layers, and unpack it into an OCI runtime bundle');
+    stratum(storeB, ['layers', `${registry.host}/demo/busybox:1`]);
+    stratum(storeB, ['unpack', `${registry.host}/demo/busybox:1`, join(work, 'bundle')]);
+    if (process.getuid?.() === 0 && existsSync('/usr/sbin/runc')) {
+      step(
+        'Run the bundle with runc (the config asks for a terminal; the demo has none, so it turns that off)',
+      );
+      const configPath = join(work, 'bundle', 'config.json');
+      const spec = JSON.parse(await readFile(configPath, 'utf8')) as { process: { terminal: boolean } };
+      spec.process.terminal = false;
+      await writeFile(configPath, JSON.stringify(spec));
+      const id = `stratum-demo-${process.pid}`;
+      process.stdout.write(`$ runc run --bundle ${join(work, 'bundle')} ${id}\n`);
+      const r = spawnSync('runc', ['run', '--bundle', join(work, 'bundle'), id], {
+        stdio: ['ignore', 'inherit', 'inherit'],
+      });
+      spawnSync('runc', ['delete', '-f', id], { stdio: 'ignore' });
+      if (r.status !== 0) throw new Error(`runc run exited with ${r.status}`);
+    } else {
+      process.stdout.write('(not root or no runc: skipping runc run of the bundle)\n');
+    }
+
     step('Check the store');
     stratum(storeB, ['verify']);
     process.stdout.write(
-      '\nDemo finished: build (import) -> push -> pull -> archive round trip, all offline.\n',
+      '\nDemo finished: import -> push (stratum serve) -> pull -> layers -> unpack -> runc run -> archive round trip, all offline.\n',
     );
   } finally {
-    await registry?.stop();
+    if (registry) {
+      const exited = new Promise((resolve) => registry?.child.once('exit', resolve));
+      registry.child.kill('SIGTERM');
+      await exited;
+    }
     await rm(work, { recursive: true, force: true });
   }
 }
