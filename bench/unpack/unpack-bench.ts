@@ -25,12 +25,15 @@
 // The median of N runs is reported. ext4 on this VM costs ~0.8 ms per file created and is
 // shared with other people's work: its figures vary from run to run more than tmpfs's.
 //
+// stratum runs from a copy of dist/ taken at the start (as bench/diff does): others rebuild the
+// shared checkout while a run goes on.
+//
 // Output: the runs as they go (stderr), a table and a markdown table (stdout), and JSON with
 // every run to bench/results/unpack-<commit>.json.
 
 import { execFileSync } from 'node:child_process';
-import { createReadStream, existsSync, readdirSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createReadStream, existsSync, readdirSync, rmSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,8 +44,7 @@ import { type GeneratedImage, generateImage } from '../copy/generate.js';
 import { measure, median, run, TIME_BINARY } from '../copy/measure.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(ROOT, 'dist', 'cli', 'main.js');
-const DRIVER = fileURLToPath(new URL('./driver.js', import.meta.url));
+const BUILT_DRIVER = fileURLToPath(new URL('./driver.js', import.meta.url));
 const UMOCI = '/usr/bin/umoci';
 const TAR = '/usr/bin/tar';
 
@@ -85,6 +87,9 @@ const REPS = Number(args.reps);
 if (!Number.isInteger(REPS) || REPS < 1) throw new Error('--reps takes a whole number >= 1');
 const split = (s: string) => s.split(/[\s,]+/).filter((x) => x !== '');
 const NODE = [process.execPath, ...split(args['node-args'])];
+/** The copy of dist/ the runs use, with its CLI and the driver (set by snapshot()). */
+let CLI = join(ROOT, 'dist', 'cli', 'main.js');
+let DRIVER = BUILT_DRIVER;
 
 type Medium = 'tmpfs' | 'ext4';
 type Tool = 'stratum' | 'umoci' | 'tar';
@@ -252,6 +257,17 @@ async function waitForLoad(): Promise<string | undefined> {
     log(`load ${fmt(l)} > ${max}: waiting...`);
     await new Promise((r) => setTimeout(r, 30_000));
   }
+}
+
+/** Copy dist/ and the driver where a rebuild of the checkout cannot reach them. */
+async function snapshot(dir: string): Promise<void> {
+  await run(['cp', '-a', join(ROOT, 'dist'), join(dir, 'dist')]);
+  await copyFile(join(ROOT, 'package.json'), join(dir, 'package.json'));
+  await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  await mkdir(join(dir, 'dist-bench', 'unpack'), { recursive: true });
+  CLI = join(dir, 'dist', 'cli', 'main.js');
+  DRIVER = join(dir, 'dist-bench', 'unpack', 'driver.js');
+  await copyFile(BUILT_DRIVER, DRIVER);
 }
 
 // ---- scenarios --------------------------------------------------------------------------
@@ -535,10 +551,28 @@ async function main(): Promise<void> {
     ['umoci', UMOCI],
     ['GNU tar', TAR],
     ['the stratum CLI (npx tsc -p .)', CLI],
-    ['the bench driver (npx tsc -p bench/unpack)', DRIVER],
+    ['the bench driver (npx tsc -p bench/unpack)', BUILT_DRIVER],
   ] as const) {
     if (!existsSync(path)) throw new Error(`${what} is missing: ${path}`);
   }
+  const workDirs: string[] = [];
+  const removeWork = (): void => {
+    if (!args.keep) for (const d of workDirs) rmSync(d, { recursive: true, force: true });
+  };
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      removeWork();
+      process.exit(130);
+    });
+  }
+  const snap = await mkdtemp(join(TMP_ROOT, 'stratum-bench-unpack-snapshot-'));
+  workDirs.push(snap);
+  await snapshot(snap);
+  // what dist/ was built from: HEAD, and whether src/ had uncommitted changes then
+  const commit = (await run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD']).catch(() => '')).trim();
+  const dirty = (await run(['git', '-C', ROOT, 'status', '--porcelain', '--', 'src']).catch(() => ''))
+    .split('\n')
+    .filter((l) => l.trim() !== '').length;
   const { images: sources, skipped } = await sourceImages(split(args.images));
   for (const s of skipped) log(`skipped: ${s}`);
   if (sources.length === 0) throw new Error('no image to measure');
@@ -550,7 +584,6 @@ async function main(): Promise<void> {
 
   const records: RunRecord[] = [];
   const notes: string[] = [...skipped];
-  const workDirs: string[] = [];
   const imageInfo: Record<string, unknown>[] = [];
   let label = 0;
   try {
@@ -643,8 +676,8 @@ async function main(): Promise<void> {
       }
     }
   } finally {
-    if (!args.keep) for (const d of workDirs) await rm(d, { recursive: true, force: true });
-    else log(`kept: ${workDirs.join(' ')}`);
+    removeWork();
+    if (args.keep) log(`kept: ${workDirs.join(' ')}`);
   }
 
   const loadAfter = loadavg();
@@ -655,7 +688,6 @@ async function main(): Promise<void> {
     media,
   );
   const missed = table.filter((r) => r.target !== undefined && r.ratio > r.target);
-  const commit = (await run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD']).catch(() => '')).trim();
   const machine = {
     cpu: cpus()[0]?.model ?? 'unknown',
     cores: cpus().length,
@@ -664,6 +696,7 @@ async function main(): Promise<void> {
     umoci: (await run([UMOCI, '--version'])).trim(),
     tar: (await run([TAR, '--version'])).split('\n')[0],
     commit,
+    uncommittedSrcFiles: dirty,
     loadBefore,
     loadAfter,
     load1DuringRuns: { min: Math.min(...loads), median: median(loads), max: Math.max(...loads) },
