@@ -49,8 +49,13 @@ describe('copy retries a blob whose push failed on the way', { skip }, () => {
     proxy.setPlan([]);
     proxy.requests.length = 0;
   });
-  const target = () => new RegistryTarget(client, proxy.host, `retry${n++}`);
-  const layerPuts = () => proxy.requests.filter((r) => r.method === 'PUT' && BLOB_PUT.test(r.url));
+  // each test pushes to a repository of its own, and counts only its own requests (a request
+  // of an earlier test's cancelled transfer can still arrive late)
+  const target = () => new RegistryTarget(client, proxy.host, `retry${++n}`);
+  const layerPuts = () =>
+    proxy.requests.filter(
+      (r) => r.method === 'PUT' && BLOB_PUT.test(r.url) && r.url.startsWith(`/v2/retry${n}/`),
+    );
 
   for (const action of [{ kind: 'status', status: 503 } as const, { kind: 'reset' } as const]) {
     it(`a ${action.kind === 'reset' ? 'connection reset' : '503'} on the upload: fetched and pushed again`, async () => {

@@ -99,8 +99,7 @@ describe('layout -> registry with a damaged source blob', { skip }, () => {
       await assert.rejects(copy(src, 'v1', dst, 'v1'), rejectsAsSource(codeFor(damage)));
       assert.equal(await dst.exists(layer), false);
       assert.equal(await dst.exists(img.manifest.descriptor), false);
-      // the undamaged config made it; the damaged layer never did
-      assert.equal(await dst.exists(img.config.descriptor), true);
+      // (the undamaged config may or may not have made it: the first failure cancels the rest)
     });
   }
 
