@@ -59,6 +59,7 @@ const { values: args } = parseArgs({
     'image-cache': { type: 'string', default: join(TMP_ROOT, 'stratum-bench-unpack-image') },
     'max-load': { type: 'string' },
     'max-wait': { type: 'string', default: '30' },
+    'max-busy': { type: 'string' },
     'node-args': { type: 'string', default: '' },
     keep: { type: 'boolean', default: false },
     out: { type: 'string' },
@@ -76,6 +77,8 @@ if (args.help) {
   --tmpfs-dir DIR     where the tmpfs runs work (default ${TMP_ROOT})
   --image-cache DIR   the generated image, made once and reused (default ${args['image-cache']})
   --max-load X        wait (up to --max-wait minutes, default 30) for the 1-minute load to be <= X
+  --max-busy X        before each run, wait (up to --max-wait minutes) until other processes keep
+                      at most X cores busy on average (runnable tasks, sampled for 2 s)
   --node-args "..."   extra node options for stratum (e.g. "--cpu-prof --cpu-prof-dir=DIR")
   --keep              keep the work directories
   --out FILE          JSON results (default bench/results/unpack-<commit>.json)
@@ -245,6 +248,32 @@ async function lastLayerSize(layout: string): Promise<{ size: number; layers: nu
   return { size: m.layers.at(-1)?.size ?? 0, layers: m.layers.length };
 }
 
+/** Runnable tasks other than this one, averaged over 2 s (the 4th field of /proc/loadavg). */
+async function othersBusy(): Promise<number> {
+  let sum = 0;
+  const n = 20;
+  for (let i = 0; i < n; i++) {
+    const running = Number((await readFile('/proc/loadavg', 'utf8')).split(' ')[3]?.split('/')[0]);
+    sum += Math.max(0, running - 1);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return sum / n;
+}
+
+/** Wait (--max-busy) for the machine to be quiet enough; returns how busy it was at the start of the run. */
+async function waitForQuiet(): Promise<number> {
+  let busy = await othersBusy();
+  if (args['max-busy'] === undefined) return busy;
+  const max = Number(args['max-busy']);
+  const deadline = Date.now() + Number(args['max-wait']) * 60_000;
+  while (busy > max && Date.now() < deadline) {
+    log(`  others keep ${fmt(busy, 1)} cores busy (> ${max}): waiting...`);
+    await new Promise((r) => setTimeout(r, 10_000));
+    busy = await othersBusy();
+  }
+  return busy;
+}
+
 async function waitForLoad(): Promise<string | undefined> {
   if (args['max-load'] === undefined) return undefined;
   const max = Number(args['max-load']);
@@ -398,6 +427,8 @@ interface RunRecord {
   readonly cpuSeconds: number;
   readonly rssMiB: number;
   readonly load1: number;
+  /** Cores kept busy by other processes just before the run (see othersBusy). */
+  readonly busy: number;
   readonly facts: Record<string, unknown>;
 }
 
@@ -631,6 +662,7 @@ async function main(): Promise<void> {
               try {
                 await warm(ctx.warm);
                 await run(['sync']);
+                const busy = await waitForQuiet();
                 const load1 = loadavg()[0] as number;
                 const r = await measure(sc.command(tool, ctx), {
                   logDir: logs,
@@ -647,12 +679,13 @@ async function main(): Promise<void> {
                   cpuSeconds: r.cpuSeconds,
                   rssMiB: r.rssMiB,
                   load1,
+                  busy,
                   facts,
                 });
                 log(
                   `  ${medium.padEnd(5)} ${image.name.padEnd(6)} ${sc.id.padEnd(6)} ${tool.padEnd(7)} #${rep}  ` +
                     `${fmt(r.seconds).padStart(6)} s  ${fmt(r.cpuSeconds).padStart(6)} s CPU  ` +
-                    `${fmt(r.rssMiB, 0).padStart(4)} MiB  load ${fmt(load1)}  ${JSON.stringify(facts)}`,
+                    `${fmt(r.rssMiB, 0).padStart(4)} MiB  load ${fmt(load1)} busy ${fmt(busy, 1)}  ${JSON.stringify(facts)}`,
                 );
               } finally {
                 await rm(ctx.layout ? join(ctx.dst, '..') : ctx.dst, { recursive: true, force: true });
@@ -682,6 +715,7 @@ async function main(): Promise<void> {
 
   const loadAfter = loadavg();
   const loads = records.map((r) => r.load1);
+  const busies = records.map((r) => r.busy);
   const table = rows(
     records,
     sources.map((s) => s.name),
@@ -700,13 +734,15 @@ async function main(): Promise<void> {
     loadBefore,
     loadAfter,
     load1DuringRuns: { min: Math.min(...loads), median: median(loads), max: Math.max(...loads) },
+    othersBusyBeforeRuns: { min: Math.min(...busies), median: median(busies), max: Math.max(...busies) },
   };
   const loadLine =
     `load (1 min) ${fmt(machine.load1DuringRuns.min)} .. ${fmt(machine.load1DuringRuns.max)}, median ${fmt(machine.load1DuringRuns.median)} ` +
-    `on ${machine.cores} cores`;
+    `on ${machine.cores} cores; other processes kept ${fmt(machine.othersBusyBeforeRuns.min, 1)} .. ${fmt(machine.othersBusyBeforeRuns.max, 1)} ` +
+    `(median ${fmt(machine.othersBusyBeforeRuns.median, 1)}) cores busy just before the runs`;
   process.stdout.write(`\n${consoleTable(table)}\n\n`);
   process.stdout.write(
-    `median of ${REPS} runs, tools alternating, fresh destination each run; ${loadLine}; commit ${commit}\n` +
+    `median of ${REPS} runs, tools alternating, fresh destination each run; ${loadLine}; commit ${commit}${dirty ? ` + ${dirty} uncommitted src/ files` : ''}\n` +
       'ext4: ~0.8 ms per file created on this VM, shared with others: expect more spread than tmpfs\n' +
       '"unpack vs tar -xzf per layer" uses the tar runs of the apply scenario (same blobs, empty directory)\n\n',
   );
