@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(docker-registry skopeo umoci runc busybox-static zstd pigz attr debootstrap)
+DEBS=(docker-registry skopeo umoci runc busybox-static zstd pigz attr debootstrap apache2-utils)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
