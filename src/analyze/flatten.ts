@@ -35,15 +35,16 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Pusher, Tagger } from '../content/types.js';
-import { type Digest, digestBytes } from '../digest/digest.js';
+import type { Digest } from '../digest/digest.js';
 import { StratumError } from '../errors/errors.js';
+import { writeImage } from '../image/write.js';
 import { tempName } from '../internal/fs.js';
 import { applyLayer } from '../layer/apply.js';
 import { DEFAULT_LAYER_GZIP_LEVEL, diffTrees } from '../layer/diff.js';
 import { LayerOutput } from '../layer/layer-output.js';
 import type { TarHeader, TarSink } from '../layer/tar-reader.js';
 import { encodeHeader, type TarWriteHeader, type Xattr } from '../layer/tar-writer.js';
-import { type LayerCompression, layerMediaType, MediaType } from '../spec/media-types.js';
+import { type LayerCompression, layerMediaType } from '../spec/media-types.js';
 import type { Descriptor } from '../spec/types.js';
 import { readImageTree } from './image-tree.js';
 import {
@@ -166,28 +167,7 @@ export async function flattenImage(
       },
     ];
     const config = { ...raw, created, rootfs: { type: 'layers', diff_ids: [made.diffId] }, history };
-    const configBytes = Buffer.from(JSON.stringify(config));
-    const configDesc: Descriptor = {
-      mediaType: MediaType.OciConfig,
-      digest: digestBytes(configBytes),
-      size: configBytes.length,
-    };
-    await target.push(configDesc, configBytes, sopts);
-    const manifestBytes = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: MediaType.OciManifest,
-        config: configDesc,
-        layers: [layer],
-      }),
-    );
-    const manifest: Descriptor = {
-      mediaType: MediaType.OciManifest,
-      digest: digestBytes(manifestBytes),
-      size: manifestBytes.length,
-    };
-    await target.push(manifest, manifestBytes, sopts);
-    if (ref !== undefined) await target.tag(manifest, ref, sopts);
+    const { manifest, config: configDesc } = await writeImage(target, config, [layer], ref, sopts);
     return {
       source: opened.image.descriptor,
       manifest,

@@ -9,11 +9,12 @@ import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { compressStream, decompressStream, peekCompression } from '../compression/compression.js';
 import type { Target } from '../content/types.js';
-import { Digester, digestBytes } from '../digest/digest.js';
+import { Digester } from '../digest/digest.js';
 import { StratumError } from '../errors/errors.js';
 import { hostPlatform } from '../image/platform.js';
+import { writeImage } from '../image/write.js';
 import { tempName } from '../internal/fs.js';
-import { type LayerCompression, layerMediaType, MediaType } from '../spec/media-types.js';
+import { type LayerCompression, layerMediaType } from '../spec/media-types.js';
 import type { ContainerConfig, Descriptor, ImageConfig, Platform } from '../spec/types.js';
 
 export interface ImportOptions {
@@ -85,28 +86,7 @@ export async function importTarball(
         { created, created_by: 'stratum import', ...(opts.comment ? { comment: opts.comment } : {}) },
       ],
     };
-    const configBytes = Buffer.from(JSON.stringify(config));
-    const configDesc: Descriptor = {
-      mediaType: MediaType.OciConfig,
-      digest: digestBytes(configBytes),
-      size: configBytes.length,
-    };
-    await target.push(configDesc, configBytes, sopts);
-    const manifestBytes = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: MediaType.OciManifest,
-        config: configDesc,
-        layers: [layer],
-      }),
-    );
-    const manifest: Descriptor = {
-      mediaType: MediaType.OciManifest,
-      digest: digestBytes(manifestBytes),
-      size: manifestBytes.length,
-    };
-    await target.push(manifest, manifestBytes, sopts);
-    if (ref !== undefined) await target.tag(manifest, ref, sopts);
+    const { manifest } = await writeImage(target, config, [layer], ref, sopts);
     return manifest;
   } finally {
     await rm(tmp, { force: true });
