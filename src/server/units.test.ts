@@ -311,13 +311,17 @@ describe('server units: sending files', () => {
     before?: () => Promise<void>,
   ): Promise<{ body: Buffer; complete: boolean; sendError: unknown }> {
     let sendError: unknown;
-    const srv = createServer(async (_req, res) => {
-      const fh = await open(path);
-      res.setHeader('content-length', String(end - start + 1));
-      await before?.();
-      await sendFileRange(fh, res, start, end, opts).catch((e: unknown) => {
-        sendError = e;
-      });
+    let sent: Promise<void> = Promise.resolve();
+    const srv = createServer((_req, res) => {
+      sent = (async () => {
+        const fh = await open(path);
+        res.setHeader('content-length', String(end - start + 1));
+        await before?.();
+        // the handler settles after closing its file, which may be after the client saw the end
+        await sendFileRange(fh, res, start, end, opts).catch((e: unknown) => {
+          sendError = e;
+        });
+      })();
     });
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
     try {
@@ -326,9 +330,9 @@ describe('server units: sending files', () => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('error', () => {});
-          res.on('close', () =>
-            setImmediate(() => resolve({ body: Buffer.concat(chunks), complete: res.complete, sendError })),
-          );
+          res.on('close', () => {
+            void sent.then(() => resolve({ body: Buffer.concat(chunks), complete: res.complete, sendError }));
+          });
         });
       });
     } finally {
