@@ -15,14 +15,17 @@ import type { ContainerConfig } from '../spec/types.js';
 import { formatLocation, type Location, parseLocation } from '../transport/location.js';
 import { storeRefName } from '../transport/open.js';
 import { type GLOBAL_OPTIONS, type OptionSpec, type Parsed, parse, UsageError } from './args.js';
+import { buildCommands } from './build-commands.js';
 import { formatTable, help, shortDigest } from './format.js';
 import { diffCommand, flattenCommand, layersCommand } from './layers-command.js';
 import { formatBytes, ProgressPrinter } from './progress.js';
+import { runtimeCommands } from './runtime-commands.js';
 import { serveCommand } from './serve-command.js';
 import { unpackCommand } from './unpack-command.js';
 
 export interface CommandContext {
   readonly signal: AbortSignal;
+  readonly stdin: NodeJS.ReadStream;
   readonly stdout: NodeJS.WriteStream;
   readonly stderr: NodeJS.WriteStream;
   readonly env: NodeJS.ProcessEnv;
@@ -31,6 +34,11 @@ export interface CommandContext {
 export interface Command {
   readonly summary: string;
   readonly usage: string;
+  /**
+   * The command handles SIGINT/SIGTERM itself (e.g. `run` forwards them to the container):
+   * the CLI then installs no handler of its own and never aborts `ctx.signal` on them.
+   */
+  readonly ownsSignals?: boolean;
   run(argv: readonly string[], ctx: CommandContext): Promise<number>;
 }
 
@@ -456,6 +464,8 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   layers: layersCommand,
   diff: diffCommand,
   flatten: flattenCommand,
+  ...runtimeCommands,
+  ...buildCommands,
   logout: {
     summary: 'Remove stored credentials for a registry',
     usage: 'stratum logout HOST[:PORT]',

@@ -5,40 +5,18 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { dir, file, makeTarball } from '../layer/apply-fixtures.js';
 import { openLayout } from '../layout/layout.js';
+import { captureContext } from '../testing/cli.js';
 import { makeImage, pushImage } from '../testing/images.js';
 import { tempDir } from '../testing/tmp.js';
-import type { CommandContext } from './commands.js';
 import { COMMANDS } from './commands.js';
 
 const CLI = fileURLToPath(new URL('./main.js', import.meta.url));
 
-function context(): { ctx: CommandContext; out: () => string; err: () => string } {
-  let out = '';
-  let err = '';
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  stdout.on('data', (c: Buffer) => {
-    out += c.toString();
-  });
-  stderr.on('data', (c: Buffer) => {
-    err += c.toString();
-  });
-  return {
-    ctx: {
-      signal: new AbortController().signal,
-      stdout: stdout as unknown as NodeJS.WriteStream,
-      stderr: stderr as unknown as NodeJS.WriteStream,
-      env: {},
-    },
-    out: () => out,
-    err: () => err,
-  };
-}
+const context = (): ReturnType<typeof captureContext> => captureContext();
 
 function run(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {

@@ -55,8 +55,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stderr.write(`\nstratum: ${sig}: cancelling (again to force)\n`);
     controller.abort(new StratumError('ERR_ABORTED', `cancelled by ${sig}`));
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  if (!command?.ownsSignals) {
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  }
   const json = rest.includes('--json');
   // a reader that stops early (`stratum layers IMG | head`) closes the pipe: stop quietly
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -66,6 +68,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (!command) throw new UsageError(`unknown command ${JSON.stringify(name)}\n\n${usage()}`);
     const ctx: CommandContext = {
       signal: controller.signal,
+      stdin: process.stdin,
       stdout: process.stdout,
       stderr: process.stderr,
       env: process.env,

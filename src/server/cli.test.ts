@@ -5,47 +5,23 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { hashSync } from 'bcryptjs';
-import type { CommandContext } from '../cli/commands.js';
 import { parseAddr, serveCommand } from '../cli/serve-command.js';
 import { StratumError } from '../errors/errors.js';
 import { openStore } from '../layout/store.js';
 import { RegistryClient } from '../registry/client.js';
 import { staticCredentials } from '../registry/credentials.js';
 import { RegistryTarget } from '../registry/target.js';
+import { captureContext } from '../testing/cli.js';
 import { makeImage, pushImage } from '../testing/images.js';
 import { rawRequest } from '../testing/serve.js';
 import { tempDir } from '../testing/tmp.js';
 
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
-function context(): { ctx: CommandContext; out: () => string; err: () => string; abort: () => void } {
-  const controller = new AbortController();
-  let out = '';
-  let err = '';
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  stdout.on('data', (c: Buffer) => {
-    out += c.toString();
-  });
-  stderr.on('data', (c: Buffer) => {
-    err += c.toString();
-  });
-  return {
-    ctx: {
-      signal: controller.signal,
-      stdout: stdout as unknown as NodeJS.WriteStream,
-      stderr: stderr as unknown as NodeJS.WriteStream,
-      env: {},
-    },
-    out: () => out,
-    err: () => err,
-    abort: () => controller.abort(),
-  };
-}
+const context = (): ReturnType<typeof captureContext> => captureContext();
 
 async function until(cond: () => boolean): Promise<void> {
   for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
