@@ -36,6 +36,8 @@ export const ErrorCodes = [
   'ERR_UNSUPPORTED', // an operation this target or transport does not offer
   'ERR_COPY', // wraps a failure during copy, names the side
   'ERR_IO', // a file-system call failed (permission denied, no space, ...)
+  'ERR_BUILD_SYNTAX', // a Dockerfile does not parse (names the file and line)
+  'ERR_BUILD_STEP_FAILED', // a build step (RUN) failed: its exit code and output
 ] as const;
 
 export type ErrorCode = (typeof ErrorCodes)[number];
