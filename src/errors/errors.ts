@@ -38,6 +38,8 @@ export const ErrorCodes = [
   'ERR_IO', // a file-system call failed (permission denied, no space, ...)
   'ERR_BUILD_SYNTAX', // a Dockerfile does not parse (names the file and line)
   'ERR_BUILD_STEP_FAILED', // a build step (RUN) failed: its exit code and output
+  'ERR_RUNTIME_MISSING', // no OCI runtime (runc) on this machine
+  'ERR_RUNTIME', // the OCI runtime failed to create, start or manage a container
 ] as const;
 
 export type ErrorCode = (typeof ErrorCodes)[number];
