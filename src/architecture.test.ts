@@ -94,3 +94,21 @@ it('imports go only downwards, and directories form no cycle', () => {
   for (const n of edges.keys()) visit(n, []);
   assert.deepEqual(problems, []);
 });
+
+it('the CLI loads only what the command it runs needs (heavy parts are imported on use)', () => {
+  // every `stratum` run pays for the modules cli/main.ts reaches through static imports
+  const heavy = ['server', 'analyze', 'archive', 'bundle', 'runtime', 'build', 'snapshot'];
+  const seen = new Set<string>();
+  const reached: string[] = [];
+  const visit = (file: string, via: string): void => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    if (heavy.includes(topDir(file))) reached.push(`${relative(src, file)} (via ${via})`);
+    const text = readFileSync(file, 'utf8');
+    for (const m of text.matchAll(/^\s*(?:import|export)\s+(?!type\b)[^'"]*?from\s+'(\.[^']+)'/gm)) {
+      visit(resolve(dirname(file), m[1]!).replace(/\.js$/, '.ts'), relative(src, file));
+    }
+  };
+  visit(join(src, 'cli', 'main.ts'), 'the command line');
+  assert.deepEqual(reached, []);
+});

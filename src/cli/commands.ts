@@ -4,12 +4,9 @@
 import { readFile } from 'node:fs/promises';
 import { parsePlatform } from '../image/platform.js';
 import type { Store } from '../layout/store.js';
-import { type CopyImageOptions, type CopyImageResult, copyImage, pull, push } from '../ops/copy-image.js';
-import { importTarball } from '../ops/import.js';
-import { inspect, inspectConfig, inspectRaw } from '../ops/inspect.js';
+import type { CopyImageOptions, CopyImageResult } from '../ops/copy-image.js';
 import { Session, type SessionOptions } from '../ops/session.js';
 import { familiarName, familiarString, parseNormalizedReference } from '../reference/reference.js';
-import { login, logout } from '../registry/credentials.js';
 import type { LayerCompression, ManifestFormat } from '../spec/media-types.js';
 import type { ContainerConfig } from '../spec/types.js';
 import { formatLocation, type Location, parseLocation } from '../transport/location.js';
@@ -251,21 +248,21 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
     'stratum copy [OPTIONS] SRC DST',
     2,
     2,
-    ([s, d], o) => copyImage(s!, d!, o),
+    async ([s, d], o) => (await import('../ops/copy-image.js')).copyImage(s!, d!, o),
   ),
   pull: copyCommand(
     'Pull an image from a registry into the local store',
     'stratum pull [OPTIONS] NAME[:TAG|@DIGEST]',
     1,
     1,
-    ([r], o) => pull(r!, o),
+    async ([r], o) => (await import('../ops/copy-image.js')).pull(r!, o),
   ),
   push: copyCommand(
     'Push an image from the local store to a registry',
     'stratum push [OPTIONS] NAME[:TAG] [docker://HOST/REPO[:TAG]]',
     1,
     2,
-    ([s, d], o) => push(s!, d, o),
+    async ([s, d], o) => (await import('../ops/copy-image.js')).push(s!, d, o),
   ),
 
   inspect: {
@@ -290,12 +287,13 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
         ...(p.values.platform ? { platform: parsePlatform(p.values.platform) } : {}),
       };
       if (p.values.raw || p.values.config) {
-        const bytes = p.values.raw ? await inspectRaw(loc, opts) : await inspectConfig(loc, opts);
+        const ops = await import('../ops/inspect.js');
+        const bytes = p.values.raw ? await ops.inspectRaw(loc, opts) : await ops.inspectConfig(loc, opts);
         ctx.stdout.write(bytes);
         if (ctx.stdout.isTTY) ctx.stdout.write('\n');
         return 0;
       }
-      printJson(ctx, await inspect(loc, opts));
+      printJson(ctx, await (await import('../ops/inspect.js')).inspect(loc, opts));
       return 0;
     },
   },
@@ -321,6 +319,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       const session = new Session(sessionOptions(p.values));
       try {
         const store = await session.store();
+        const { importTarball } = await import('../ops/import.js');
         const desc = await importTarball(tarball, store, storeRefName(loc.reference), {
           config: parseChanges(p.values.change ?? []),
           signal: ctx.signal,
@@ -449,6 +448,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       if (password === undefined)
         throw new UsageError('give a password with -p PASSWORD or --password-stdin');
       const host = p.positionals[0]!;
+      const { login } = await import('../registry/credentials.js');
       await login(host, username, password, {
         signal: ctx.signal,
         ...(p.values['tls-verify'] === 'false' ? { client: { tlsVerify: false } } : {}),
@@ -473,6 +473,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       const p = parse(argv, NO_OPTIONS, { min: 1, max: 1, usage: this.usage });
       if (p.values.help) return help(ctx, this);
       const host = p.positionals[0]!;
+      const { logout } = await import('../registry/credentials.js');
       await logout(host, { signal: ctx.signal });
       if (p.values.json) printJson(ctx, { registry: host, loggedIn: false });
       else ctx.stdout.write(`Removed login credentials for ${host}\n`);

@@ -4,7 +4,6 @@
 import type { ImageDiff, PathDiff } from '../analyze/image-diff.js';
 import type { LayerReport } from '../analyze/layers.js';
 import { parsePlatform } from '../image/platform.js';
-import { flatten, imageDiff, imageLayers } from '../ops/layers.js';
 import type { SessionOptions } from '../ops/session.js';
 import type { LayerCompression } from '../spec/media-types.js';
 import type { Platform } from '../spec/types.js';
@@ -124,7 +123,7 @@ ${GLOBAL_DETAIL}`,
       );
     }
     const location = p.positionals[0] as string;
-    const report = await imageLayers(location, {
+    const report = await (await import('../ops/layers.js')).imageLayers(location, {
       ...common(v),
       signal: ctx.signal,
       ...(v.paths ? { paths: true } : {}),
@@ -200,7 +199,7 @@ ${GLOBAL_DETAIL}`,
       );
     }
     const [a, b] = p.positionals as [string, string];
-    const d = await imageDiff(a, b, {
+    const d = await (await import('../ops/layers.js')).imageDiff(a, b, {
       ...common(v),
       signal: ctx.signal,
       ...(v.fast ? { compare: 'fast' } : {}),
@@ -251,7 +250,7 @@ ${GLOBAL_DETAIL}`,
     const log = (line: string): void => {
       if (!v.quiet && !v.json) ctx.stderr.write(`${line}\n`);
     };
-    const r = await flatten(src, dst, {
+    const r = await (await import('../ops/layers.js')).flatten(src, dst, {
       ...common(v),
       signal: ctx.signal,
       compression: compress as LayerCompression,

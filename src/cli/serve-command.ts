@@ -9,8 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { isIPv6 } from 'node:net';
 import { StratumError } from '../errors/errors.js';
 import { defaultStoreRoot, openStore } from '../layout/store.js';
-import { Htpasswd } from '../server/htpasswd.js';
-import { closeRegistryServer, createRegistryServer } from '../server/server.js';
+import type { Htpasswd } from '../server/htpasswd.js';
 import { parse, UsageError } from './args.js';
 import type { Command } from './commands.js';
 
@@ -90,7 +89,12 @@ export const serveCommand: Command = {
     }
     const readOnly = p.values['read-only'] === true;
     const root = p.values.root ?? defaultStoreRoot(ctx.env);
-    const htpasswd = p.values.htpasswd === undefined ? undefined : await Htpasswd.load(p.values.htpasswd);
+    // the server's code loads only when a server starts (every CLI run pays for what it imports)
+    const { closeRegistryServer, createRegistryServer } = await import('../server/server.js');
+    const htpasswd: Htpasswd | undefined =
+      p.values.htpasswd === undefined
+        ? undefined
+        : await (await import('../server/htpasswd.js')).Htpasswd.load(p.values.htpasswd);
     for (const w of htpasswd?.warnings ?? []) ctx.stderr.write(`stratum serve: warning: ${w}\n`);
     if (htpasswd && htpasswd.users.length === 0) {
       throw new StratumError(

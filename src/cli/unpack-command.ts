@@ -2,7 +2,6 @@
 // prints one line per layer on stderr (or JSON events with --json) and the result.
 
 import { parsePlatform } from '../image/platform.js';
-import { unpack } from '../ops/unpack.js';
 import { parse, UsageError } from './args.js';
 import type { Command } from './commands.js';
 import { shortDigest } from './format.js';
@@ -52,6 +51,7 @@ export const unpackCommand: Command = {
     const log = (line: string): void => {
       if (!v.quiet && !v.json) ctx.stderr.write(`${line}\n`);
     };
+    const { unpack } = await import('../ops/unpack.js');
     const r = await unpack(location, dir, {
       ...(v.root ? { root: v.root } : {}),
       ...(v['tls-verify'] === 'false' ? { tlsVerify: false } : {}),

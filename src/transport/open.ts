@@ -1,10 +1,6 @@
 // Locations -> Targets: opens the backend a location names, for reading (a source) or for
 // writing (a destination), and says which ref to resolve or tag there.
 
-import { openDockerArchive } from '../archive/docker-archive-reader.js';
-import { createDockerArchive } from '../archive/docker-archive-writer.js';
-import { openOciArchive } from '../archive/oci-archive-reader.js';
-import { createOciArchive } from '../archive/oci-archive-writer.js';
 import type { Target } from '../content/types.js';
 import { openLayout } from '../layout/layout.js';
 import { familiarString, formatReference, type Reference, referenceOf } from '../reference/reference.js';
@@ -55,9 +51,16 @@ export async function openSource(loc: Location, ctx: OpenContext): Promise<Opene
     case 'oci':
       return opened(await openLayout(loc.path, { readOnly: true }), loc.ref ?? '');
     case 'docker-archive':
-      return opened(await openDockerArchive(loc.path, tmp), loc.ref ?? '');
+      // archive code loads only when an archive is named: every CLI run pays for what it imports
+      return opened(
+        await (await import('../archive/docker-archive-reader.js')).openDockerArchive(loc.path, tmp),
+        loc.ref ?? '',
+      );
     case 'oci-archive':
-      return opened(await openOciArchive(loc.path, tmp), loc.ref ?? '');
+      return opened(
+        await (await import('../archive/oci-archive-reader.js')).openOciArchive(loc.path, tmp),
+        loc.ref ?? '',
+      );
   }
 }
 
@@ -81,7 +84,7 @@ export async function openDestination(loc: Location, ctx: OpenContext, source?: 
       );
     case 'docker-archive':
       return opened(
-        await createDockerArchive(loc.path, tmp),
+        await (await import('../archive/docker-archive-writer.js')).createDockerArchive(loc.path, tmp),
         loc.ref ??
           (srcRef?.tag
             ? familiarString(srcRef)
@@ -91,7 +94,7 @@ export async function openDestination(loc: Location, ctx: OpenContext, source?: 
       );
     case 'oci-archive':
       return opened(
-        await createOciArchive(loc.path, tmp),
+        await (await import('../archive/oci-archive-writer.js')).createOciArchive(loc.path, tmp),
         loc.ref ?? srcRef?.tag ?? (source?.transport === 'oci-archive' ? source.ref : undefined) ?? 'latest',
       );
   }
