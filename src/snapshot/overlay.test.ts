@@ -27,7 +27,7 @@ async function linkDirs(): Promise<string[]> {
 }
 
 /** A temp dir whose mounts are undone (lazily) before it is removed when the test ends. */
-export async function scratch(t: TestContext): Promise<string> {
+async function scratch(t: TestContext): Promise<string> {
   const { path, cleanup } = await makeTempDir();
   t.after(async () => {
     for (const m of await mountsUnder(path)) await unmount(m, { lazy: true });
