@@ -32,6 +32,7 @@ import { formatPlatform, hostPlatform, selectPlatform } from '../image/platform.
 import { tempName } from '../internal/fs.js';
 import { Semaphore } from '../internal/pool.js';
 import { isVerified, markVerified } from '../internal/verified.js';
+import { parallelGzipStream } from '../layer/parallel-gzip.js';
 import {
   isManifestMediaType,
   type LayerCompression,
@@ -447,7 +448,9 @@ export class GraphCopier {
               }),
             ];
             if (compression !== 'none') stages.push(decompressStream(compression));
-            if (want !== 'none') stages.push(compressStream(want));
+            // gzip in blocks across cores (pigz-style, one member); zstd is multi-threaded itself
+            if (want === 'gzip') stages.push(parallelGzipStream());
+            else if (want !== 'none') stages.push(compressStream(want));
             stages.push(new Counter((_n) => {}, out));
             await pipeline([stream, ...stages, createWriteStream(tmp, { flags: 'wx' })], sopts);
             return {

@@ -16,7 +16,10 @@
 // other work holds the second core the gain shrinks to nothing, and nothing is lost but that
 // CPU. Blocks are 4 MiB: a layer smaller than that is one block, compressed serially.
 
+import { availableParallelism } from 'node:os';
+import { Transform } from 'node:stream';
 import { crc32, deflateRaw, constants as zc } from 'node:zlib';
+import { DEFAULT_GZIP_LEVEL } from '../compression/compression.js';
 import { StratumError } from '../errors/errors.js';
 
 const WINDOW = 32 * 1024;
@@ -157,4 +160,60 @@ export class ParallelGzip {
     for (const j of this.#jobs) j.result.catch(() => {});
     this.#jobs.length = 0;
   }
+}
+
+/**
+ * {@link ParallelGzip} as a Transform: input is gathered into {@link GZIP_BLOCK_SIZE} blocks,
+ * compressed `concurrency` at a time on the thread pool, and the one gzip member comes out in
+ * order. Backpressure holds: a block is taken only when the stream's reader keeps up.
+ */
+export function parallelGzipStream(opts: { level?: number; concurrency?: number } = {}): Transform {
+  const level = opts.level ?? DEFAULT_GZIP_LEVEL;
+  if (!(Number.isInteger(level) && level >= 0 && level <= 9)) {
+    throw new StratumError(
+      'ERR_INVALID_ARGUMENT',
+      `gzip compression level ${String(level)} is out of range: use an integer from 0 to 9`,
+    );
+  }
+  let block: Buffer = Buffer.allocUnsafe(GZIP_BLOCK_SIZE);
+  let filled = 0;
+  const free: Buffer[] = [];
+  let out: Transform | undefined;
+  const gz = new ParallelGzip({
+    level,
+    concurrency: opts.concurrency ?? Math.max(2, availableParallelism()),
+    emit: (chunk) => {
+      out?.push(chunk);
+    },
+    release: (b) => {
+      if (free.length < 2) free.push(b);
+    },
+  });
+  out = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      void (async () => {
+        let at = 0;
+        while (at < chunk.length) {
+          const n = Math.min(chunk.length - at, GZIP_BLOCK_SIZE - filled);
+          chunk.copy(block, filled, at, at + n);
+          filled += n;
+          at += n;
+          if (filled === GZIP_BLOCK_SIZE) {
+            const full = block;
+            block = free.pop() ?? Buffer.allocUnsafe(GZIP_BLOCK_SIZE);
+            filled = 0;
+            await gz.push(full);
+          }
+        }
+      })().then(() => cb(), cb);
+    },
+    flush(cb) {
+      gz.finish(block.subarray(0, filled)).then(() => cb(), cb);
+    },
+    destroy(err, cb) {
+      gz.abort();
+      cb(err);
+    },
+  });
+  return out;
 }
