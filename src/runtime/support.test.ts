@@ -5,6 +5,11 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { openStore } from '../layout/store.js';
+import { importTarball } from '../ops/import.js';
+import { parseNormalizedReference } from '../reference/reference.js';
+import type { ContainerConfig } from '../spec/types.js';
+import { storeRefName } from '../transport/open.js';
 
 export const BUSYBOX = '/bin/busybox';
 
@@ -41,4 +46,26 @@ export async function makeBusyboxRootfs(dir: string): Promise<string> {
   await writeFile(join(dir, 'etc', 'passwd'), PASSWD);
   await writeFile(join(dir, 'etc', 'group'), GROUP);
   return dir;
+}
+
+/**
+ * A store at `root` holding a busybox image tagged `name` (Cmd `sh`, the passwd and group
+ * above), made from a tar of makeBusyboxRootfs with importTarball.
+ */
+export async function makeBusyboxStore(
+  root: string,
+  work: string,
+  name = 'busybox:test',
+  config: ContainerConfig = { Cmd: ['sh'], Env: ['PATH=/usr/sbin:/usr/bin:/sbin:/bin'] },
+): Promise<{ root: string; name: string }> {
+  const rootfs = await makeBusyboxRootfs(join(work, 'busybox-rootfs'));
+  const tar = join(work, 'busybox.tar');
+  execFileSync('tar', ['--numeric-owner', '--owner=0', '--group=0', '-C', rootfs, '-cf', tar, '.']);
+  const store = await openStore({ root });
+  try {
+    await importTarball(tar, store, storeRefName(parseNormalizedReference(name)), { config });
+  } finally {
+    await store.close();
+  }
+  return { root, name };
 }
