@@ -336,8 +336,13 @@ describe('Snapshots', { skip: rootSkip }, () => {
     const { layout, layers } = await layoutWith(root, { layers: [[{ path: 'a', content: 'a' }]] });
     const s = await Snapshots.open(join(root, 'store'));
     // a layer stream that stalls halfway
+    let fetched!: () => void;
+    const fetching = new Promise<void>((r) => {
+      fetched = r;
+    });
     const stalled: Fetcher = {
       async fetch(desc, opts) {
+        fetched();
         const src = await layout.fetch(desc, opts);
         const out = new PassThrough();
         src.once('data', (chunk: Buffer) => {
@@ -349,6 +354,7 @@ describe('Snapshots', { skip: rootSkip }, () => {
     };
     const ac = new AbortController();
     const p = s.prepare(layers, stalled, { signal: ac.signal });
+    await fetching;
     // a second prepare in the same instance joins the first one's extraction
     const q = s.prepare(layers, layout);
     setTimeout(() => ac.abort(), 50);
