@@ -4,10 +4,10 @@
 // nothing, 20 containers sharing one chain, adopt, holders, leases and gc.
 
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { statfsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { before, describe, it, type TestContext } from 'node:test';
@@ -296,6 +296,47 @@ describe('Snapshots', { skip: rootSkip }, () => {
     assert.equal((await s.list()).length, 6);
   });
 
+  it('kill -9 in the middle of an extraction leaves a temp dir only; the next prepare and gc recover', async (t) => {
+    const root = await scratch(t);
+    const { layout, layers } = await layoutWith(root, {
+      layers: [[{ path: 'noise', content: randomBytes(400_000) }]],
+    });
+    const store = join(root, 'store');
+    const child = fileURLToPath(new URL('./prepare-child.test-helper.js', import.meta.url));
+    const proc = spawn(
+      process.execPath,
+      [child, store, join(root, 'layout'), JSON.stringify(layers), 'slow'],
+      {
+        stdio: 'ignore',
+      },
+    );
+    const exited = new Promise((r) => proc.once('exit', r));
+    const s = await Snapshots.open(store);
+    // wait until its extraction has written part of the file
+    const tmpName = `.tmp-${proc.pid}-`;
+    for (;;) {
+      const tmp = (await readdir(s.dir).catch(() => [] as string[])).find((n) => n.startsWith(tmpName));
+      const st = tmp ? await lstat(join(s.dir, tmp, 'fs', 'noise')).catch(() => undefined) : undefined;
+      if (st && st.size > 0) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    proc.kill('SIGKILL');
+    await exited;
+    const chainId = chainIds([layers[0]!.diffId])[0]!;
+    assert.equal(await s.has(chainId), false);
+    assert.equal((await areaNames(s)).filter((n) => n.startsWith(tmpName)).length, 1);
+    assert.deepEqual(await readdir(join(s.dir, 'locks')), [chainId.slice('sha256:'.length)]); // its lock, stale
+    // the next prepare breaks the stale lock and extracts; gc removes the dead temp dir
+    const chain = await s.prepare(layers, layout);
+    assert.equal((await readFile(join(chain.dirs[0]!, 'noise'))).length, 400_000);
+    await s.gc(new Set());
+    assert.deepEqual(
+      (await areaNames(s)).filter((n) => n.startsWith('.')),
+      [],
+    );
+    assert.equal(await s.has(chainId), true); // leased by this process
+  });
+
   it('a corrupt layer (diffID mismatch) leaves no snapshot', async (t) => {
     const root = await scratch(t);
     const { layout, layers } = await layoutWith(root, {
@@ -422,6 +463,27 @@ describe('Snapshots', { skip: rootSkip }, () => {
     assert.equal(await s.has(chain.chainIds[0]!), true);
   });
 
+  it('hold() during another prepare of the same chain leaves that prepare protected', async (t) => {
+    const root = await scratch(t);
+    const { layout, layers } = await layoutWith(root, { layers: [[{ path: 'a' }], [{ path: 'b' }]] });
+    const s = await Snapshots.open(join(root, 'store'));
+    const chain = await s.prepare(layers, layout);
+    // a second prepare, of an image with the same two bottom layers, is under way
+    const more = await layoutWith(join(root, 'more'), {
+      layers: [[{ path: 'a' }], [{ path: 'b' }], [{ path: 'c' }]],
+    });
+    const f = new CountingFetcher(more.layout);
+    const open = f.hold();
+    const running = s.prepare(more.layers, f);
+    while (f.fetches === 0) await new Promise((r) => setImmediate(r));
+    await s.hold('h', chain.chainIds);
+    await s.release('h');
+    assert.equal((await s.gc(new Set())).removed, 0); // still leased for the running prepare
+    open();
+    const c3 = await running;
+    assert.deepEqual(c3.chainIds.slice(0, 2), chain.chainIds);
+  });
+
   it('gc cleans what dead processes left (temp dirs, leases), never a live one', async (t) => {
     const root = await scratch(t);
     const { layout, layers } = await layoutWith(root, { layers: [[{ path: 'a' }]] });
@@ -435,10 +497,15 @@ describe('Snapshots', { skip: rootSkip }, () => {
     await mkdir(join(s.dir, `.tmp-${process.pid}-abcdef/fs`), { recursive: true });
     await mkdir(join(s.dir, `.trash-${dead}-abcdef`), { recursive: true });
     await writeFile(join(s.dir, 'leases', `${dead}-abcdef`), `${chain.chainIds[0]}\n`);
+    // what a process killed while taking a lock leaves
+    await writeFile(join(s.dir, `.gc.lock.new-${dead}-abcdef`), String(dead));
+    await writeFile(join(s.dir, 'locks', `abc.new-${dead}-abcdef`), String(dead));
+    await writeFile(join(s.dir, 'locks', `abc.new-${process.pid}-abcdef`), String(process.pid));
     const r = await s.gc(new Set());
     assert.equal(r.removed, 1); // the snapshot only a dead process leased
     assert.deepEqual(await areaNames(s), [`.tmp-${process.pid}-abcdef`]);
     assert.deepEqual(await readdir(join(s.dir, 'leases')), []);
+    assert.deepEqual(await readdir(join(s.dir, 'locks')), [`abc.new-${process.pid}-abcdef`]);
     await rm(join(s.dir, `.tmp-${process.pid}-abcdef`), { recursive: true });
   });
 

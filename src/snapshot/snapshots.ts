@@ -34,7 +34,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, lstat, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Fetcher } from '../content/types.js';
 import { algorithmOf, type Digest, encodedOf, isDigest, parseDigest } from '../digest/digest.js';
 import { abortError, StratumError } from '../errors/errors.js';
@@ -193,6 +193,8 @@ export class Snapshots {
   readonly #leaseId = `${process.pid}-${randomBytes(6).toString('hex')}`;
   /** Chain IDs in this instance's lease file. */
   readonly #leased = new Set<Digest>();
+  /** Prepares and adopts under way in this instance, by chain: hold() leaves their lease. */
+  readonly #active = new Map<Digest, number>();
   /** Extractions this instance is doing, by key. */
   readonly #inflight = new Map<string, Promise<void>>();
 
@@ -202,7 +204,7 @@ export class Snapshots {
 
   /** Open (creating if needed) the snapshot area of the store at `storeRoot`. */
   static async open(storeRoot: string): Promise<Snapshots> {
-    const dir = join(storeRoot, SNAPSHOTS_DIR);
+    const dir = join(resolve(storeRoot), SNAPSHOTS_DIR);
     for (const d of [dir, join(dir, HOLDERS), join(dir, LEASES), join(dir, LOCKS)]) {
       await mkdir(d, { recursive: true, mode: 0o700 });
     }
@@ -243,7 +245,19 @@ export class Snapshots {
       }
     }
     const ids = computeChainIds(layers.map((l) => l.diffId));
-    await this.#lease(ids);
+    return this.#using(ids, async () => {
+      await this.#lease(ids);
+      await this.#prepareLeased(layers, ids, fetcher, opts);
+      return { chainIds: ids, dirs: ids.map((id) => this.dirOf(id)) };
+    });
+  }
+
+  async #prepareLeased(
+    layers: readonly SnapshotLayer[],
+    ids: readonly Digest[],
+    fetcher: Fetcher,
+    opts: PrepareOptions,
+  ): Promise<void> {
     for (const [i, layer] of layers.entries()) {
       const chainId = ids[i] as Digest;
       if (await this.has(chainId)) {
@@ -275,7 +289,20 @@ export class Snapshots {
         );
       }
     }
-    return { chainIds: ids, dirs: ids.map((id) => this.dirOf(id)) };
+  }
+
+  /** Count `ids` as in use by this instance while fn runs. */
+  async #using<T>(ids: readonly Digest[], fn: () => Promise<T>): Promise<T> {
+    for (const id of ids) this.#active.set(id, (this.#active.get(id) ?? 0) + 1);
+    try {
+      return await fn();
+    } finally {
+      for (const id of ids) {
+        const n = (this.#active.get(id) ?? 1) - 1;
+        if (n === 0) this.#active.delete(id);
+        else this.#active.set(id, n);
+      }
+    }
   }
 
   /**
@@ -298,7 +325,18 @@ export class Snapshots {
         `cannot adopt ${upperDir} as a snapshot: it is not a directory`,
       );
     }
-    await this.#lease(parent === undefined ? [chainId] : [parent, chainId]);
+    const ids = parent === undefined ? [chainId] : [parent, chainId];
+    return this.#using(ids, () => this.#adopt(ids, parent, chainId, upperDir, diffId));
+  }
+
+  async #adopt(
+    ids: readonly Digest[],
+    parent: Digest | undefined,
+    chainId: Digest,
+    upperDir: string,
+    diffId: Digest,
+  ): Promise<{ chainId: Digest; dir: string }> {
+    await this.#lease(ids);
     if (parent !== undefined && !(await this.has(parent))) {
       throw new StratumError(
         'ERR_NOT_FOUND',
@@ -346,7 +384,8 @@ export class Snapshots {
       const all = [...new Set([...have, ...ids])];
       await writeFileAtomic(path, all.map((c) => `${c}\n`).join(''));
       let changed = false;
-      for (const id of ids) changed = this.#leased.delete(id) || changed;
+      // a chain that a prepare of this instance is still working on keeps its lease
+      for (const id of ids) if (!this.#active.has(id)) changed = this.#leased.delete(id) || changed;
       if (changed) await this.#writeLease();
     });
   }
@@ -417,9 +456,14 @@ export class Snapshots {
         doomed.push({ path: join(this.dir, name), snapshot: false });
       }
       // lock temp files of processes that died taking a lock
-      for (const name of await readdir(join(this.dir, LOCKS)).catch(() => [] as string[])) {
-        const m = /\.(?:new|stale)-(\d+)-/.exec(name);
-        if (m?.[1] && !processAlive(Number(m[1]))) await rm(join(this.dir, LOCKS, name), { force: true });
+      for (const [where, list] of [
+        [join(this.dir, LOCKS), await readdir(join(this.dir, LOCKS)).catch(() => [] as string[])],
+        [this.dir, names],
+      ] as const) {
+        for (const name of list) {
+          const m = /\.(?:new|stale)-(\d+)-[0-9a-f]+$/.exec(name);
+          if (m?.[1] && !processAlive(Number(m[1]))) await rm(join(where, name), { force: true });
+        }
       }
     });
     let bytes = 0;
