@@ -27,7 +27,7 @@
 
 import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process';
 import { closeSync, createWriteStream, existsSync, openSync } from 'node:fs';
-import { copyFile, mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -38,6 +38,7 @@ import { resolveUserInRootfs } from '../bundle/user.js';
 import type { Digest } from '../digest/digest.js';
 import { abortError, StratumError } from '../errors/errors.js';
 import type { Image } from '../image/image.js';
+import { tempName } from '../internal/fs.js';
 import { processAlive } from '../layout/liveness.js';
 import { mountOverlay, mountsUnder, unmount } from '../snapshot/overlay.js';
 import { type SnapshotProgress, Snapshots } from '../snapshot/snapshots.js';
@@ -431,8 +432,11 @@ export class Containers {
   }
 
   /** Wait until runc wrote its pid file (the process started) or exited; true when started. */
-  async #waitStarted(id: string, child: ChildProcess): Promise<boolean> {
-    const pidFile = join(this.dirOf(id), PID_FILE);
+  #waitStarted(id: string, child: ChildProcess): Promise<boolean> {
+    return this.#waitStartedAt(join(this.dirOf(id), PID_FILE), child);
+  }
+
+  async #waitStartedAt(pidFile: string, child: ChildProcess): Promise<boolean> {
     for (;;) {
       if (existsSync(pidFile)) return true;
       if (child.exitCode !== null || child.signalCode !== null) return existsSync(pidFile);
@@ -472,7 +476,10 @@ export class Containers {
     // and we forward it once. With one, runc must stay in the terminal's foreground group.
     const child = await this.#spawnRun(r, [stdinMode, 'pipe', 'pipe'], !r.tty);
     const log = createWriteStream(this.logOf(r.id), { flags: 'a' });
-    const drained = [tee(child.stdout, io.stdout, log), tee(child.stderr, io.stderr, log)];
+    // until the process has started, only runc writes here (its complaint, which the error
+    // repeats): hold those bytes back, and drop them if it never starts
+    const gate = new Gate();
+    const drained = [tee(child.stdout, io.stdout, log, gate), tee(child.stderr, io.stderr, log, gate)];
     if (child.stdin && io.stdin && typeof io.stdin !== 'string') {
       const input = io.stdin;
       child.stdin.on('error', () => {});
@@ -502,7 +509,9 @@ export class Containers {
       );
       const started = await this.#waitStarted(r.id, child);
       if (started) await this.#markStarted(r.id, process.pid);
+      if (started) gate.open();
       const [code, sig] = await exited;
+      if (!started) gate.drop();
       await Promise.all(drained);
       await new Promise<void>((res) => log.end(res));
       return await this.#finishRun(r.id, started, code, sig);
@@ -596,8 +605,7 @@ export class Containers {
    */
   async monitor(id: string, onStarted: () => void, onFailed: (message: string) => void): Promise<void> {
     const r = await this.records.get(id);
-    if (r?.status !== 'created')
-      return onFailed(`container ${id.slice(0, 12)} is not in the created state`);
+    if (r?.status !== 'created') return onFailed(`container ${id.slice(0, 12)} is not in the created state`);
     const log = await open(this.logOf(id), 'a');
     let child: ChildProcess;
     try {
@@ -667,15 +675,26 @@ export class Containers {
         : opts.stdin === 'inherit'
           ? 'inherit'
           : 'pipe';
-    const child = spawn(rt.binary, rt.args('exec', ...flags, r.id, ...opts.args), {
-      stdio: [stdinMode, 'pipe', 'pipe'],
-      detached: !opts.tty,
-    });
-    let errTail = '';
-    child.stderr?.on('data', (c: Buffer) => {
-      errTail = (errTail + c.toString()).slice(-2048);
-    });
-    const drained = [tee(child.stdout, opts.stdout, undefined), tee(child.stderr, opts.stderr, undefined)];
+    const base = tempName(this.dirOf(r.id), '.exec-');
+    const logFile = `${base}.log`;
+    const pidFile = `${base}.pid`;
+    const child = spawn(
+      rt.binary,
+      [
+        '--log',
+        logFile,
+        '--log-format',
+        'json',
+        ...rt.args('exec', '--pid-file', pidFile, ...flags, r.id, ...opts.args),
+      ],
+      { stdio: [stdinMode, 'pipe', 'pipe'], detached: !opts.tty },
+    );
+    // until the process started only runc writes here: hold that back, drop it on failure
+    const gate = new Gate();
+    const drained = [
+      tee(child.stdout, opts.stdout, undefined, gate),
+      tee(child.stderr, opts.stderr, undefined, gate),
+    ];
     if (child.stdin && opts.stdin && typeof opts.stdin !== 'string') {
       const input = opts.stdin;
       child.stdin.on('error', () => {});
@@ -685,33 +704,49 @@ export class Containers {
     const forward = (sig: NodeJS.Signals) => {
       if (child.exitCode === null) child.kill(sig);
     };
-    const onAbort = () => child.kill('SIGKILL');
+    const onAbort = () => {
+      void (async () => {
+        const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
+        if (pid > 0) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // gone already
+          }
+        }
+        child.kill('SIGKILL');
+      })();
+    };
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     const forwarded: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
     if (opts.forwardSignals) for (const s of forwarded) process.on(s, forward);
     try {
-      const [code, sig] = await new Promise<[number | null, NodeJS.Signals | null]>((res, rej) => {
+      const exited = new Promise<[number | null, NodeJS.Signals | null]>((res, rej) => {
         child.once('error', (e) =>
           rej(new StratumError('ERR_RUNTIME', `cannot run ${rt.binary}: ${e.message}`, { cause: e })),
         );
         child.once('exit', (c, s) => res([c, s]));
       });
+      const started = await this.#waitStartedAt(pidFile, child);
+      if (started) gate.open();
+      const [code, sig] = await exited;
+      if (!started) gate.drop();
       await Promise.all(drained);
-      if (code === null) return { exitCode: 128 + 9, signal: sig ?? 'SIGKILL' };
-      if (
-        code !== 0 &&
-        /level=(error|fatal)|exec failed|runc run failed/.test(errTail) &&
-        /^time=|exec failed/m.test(errTail)
-      ) {
-        // runc could not start the process at all (no such command, bad cwd)
-        const m = /msg="((?:[^"\\]|\\.)*)"/.exec(errTail);
-        throw new StratumError('ERR_RUNTIME', `exec in ${r.name} failed: ${m?.[1] ?? errTail.trim()}`);
+      if (!started) {
+        const failure = await runtimeFailure(logFile);
+        throw new StratumError(
+          'ERR_RUNTIME',
+          `exec in ${r.name} failed: ${failure ?? `${rt.binary} exited with ${code ?? sig}`}`,
+        );
       }
+      if (code === null) return { exitCode: 128 + 9, signal: sig ?? 'SIGKILL' };
       const signal = signalOfExitCode(code);
       return { exitCode: code, ...(signal ? { signal } : {}) };
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
       if (opts.forwardSignals) for (const s of forwarded) process.off(s, forward);
+      await rm(logFile, { force: true });
+      await rm(pidFile, { force: true });
     }
   }
 
@@ -1008,16 +1043,44 @@ const KNOWN_SIGNALS = new Set([
   'XFSZ',
 ]);
 
-/** Copy `from` into `to` (not ended) and into `log`; resolves when `from` ends. */
-function tee(from: Readable | null, to: Writable | undefined, log: Writable | undefined): Promise<void> {
+/** Holds writes back until opened (then they flow, in order) or dropped. */
+class Gate {
+  #state: 'held' | 'open' | 'dropped' = 'held';
+  #held: (() => void)[] = [];
+  run(write: () => void): void {
+    if (this.#state === 'open') write();
+    else if (this.#state === 'held') this.#held.push(write);
+  }
+  open(): void {
+    if (this.#state !== 'held') return;
+    this.#state = 'open';
+    for (const w of this.#held.splice(0)) w();
+  }
+  drop(): void {
+    if (this.#state === 'held') this.#state = 'dropped';
+    this.#held = [];
+  }
+}
+
+/** Copy `from` into `to` (not ended) and into `log` (through `gate` when given); resolves when `from` ends. */
+function tee(
+  from: Readable | null,
+  to: Writable | undefined,
+  log: Writable | undefined,
+  gate?: Gate,
+): Promise<void> {
   if (!from) return Promise.resolve();
   return new Promise((res) => {
     from.on('data', (c: Buffer) => {
-      log?.write(c);
-      if (to && !to.destroyed && !to.writableEnded && !to.write(c)) {
-        from.pause();
-        to.once('drain', () => from.resume());
-      }
+      const write = () => {
+        log?.write(c);
+        if (to && !to.destroyed && !to.writableEnded && !to.write(c)) {
+          from.pause();
+          to.once('drain', () => from.resume());
+        }
+      };
+      if (gate) gate.run(write);
+      else write();
     });
     from.once('end', res);
     from.once('close', res);

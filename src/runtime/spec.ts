@@ -319,3 +319,20 @@ function containerCwd(cwd: string): string {
 export function serializeSpec(spec: OciSpec): string {
   return `${JSON.stringify(spec, null, 2)}\n`;
 }
+
+/** A size like docker's --memory: a number with an optional unit b, k, m, g (KiB multiples), e.g. `32m`. */
+export function parseByteSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?$/i.exec(text.trim());
+  if (!m) {
+    throw new StratumError(
+      'ERR_INVALID_ARGUMENT',
+      `size ${JSON.stringify(text)}: want a number with an optional unit (b, k, m, g), e.g. 32m`,
+    );
+  }
+  const unit = (m[2] ?? '').toLowerCase();
+  const mult = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[unit] ?? 1;
+  const n = Math.floor(Number(m[1]) * mult);
+  if (!Number.isSafeInteger(n))
+    throw new StratumError('ERR_INVALID_ARGUMENT', `size ${JSON.stringify(text)} is too large`);
+  return n;
+}
