@@ -167,6 +167,11 @@ export class GraphCopier {
   readonly #dst: Storage;
   readonly #opts: CopyOptions;
   readonly #sem: Semaphore;
+  /**
+   * Recompressions to gzip, one at a time: each already uses every core (block-parallel
+   * gzip), and several at once only hold more blocks in memory.
+   */
+  readonly #gzipSem = new Semaphore(1);
   readonly #done = new Map<Digest, Promise<Descriptor>>();
   readonly stats: CopyStats = { copied: 0, skipped: 0, mounted: 0, bytes: 0 };
   /** Aborted by the caller's signal, or by the first failure so no sibling transfer goes on. */
@@ -422,7 +427,8 @@ export class GraphCopier {
     const signal = this.#signal;
     const sopts = signal ? { signal } : {};
     const format = this.#opts.format ?? formatOf(desc);
-    return this.#sem.run(async () => {
+    const gate = want === 'gzip' ? this.#gzipSem : this.#sem;
+    return gate.run(async () => {
       this.#check();
       this.#emit({ type: 'blob-start', descriptor: desc });
       let seen = 0;

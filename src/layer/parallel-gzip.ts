@@ -21,6 +21,7 @@ import { Transform } from 'node:stream';
 import { crc32, deflateRaw, constants as zc } from 'node:zlib';
 import { DEFAULT_GZIP_LEVEL } from '../compression/compression.js';
 import { StratumError } from '../errors/errors.js';
+import { Semaphore } from '../internal/pool.js';
 
 const WINDOW = 32 * 1024;
 export const GZIP_BLOCK_SIZE = 4 * 1024 * 1024;
@@ -96,7 +97,7 @@ export class ParallelGzip {
     this.#release = opts.release;
   }
 
-  #submit(block: Buffer, last: boolean): void {
+  #submit(block: Buffer, last: boolean, onCompressed: (() => void) | undefined): void {
     const prev = this.#previous;
     const dictionary =
       prev === undefined ? undefined : prev.block.subarray(Math.max(0, prev.block.length - WINDOW));
@@ -112,10 +113,12 @@ export class ParallelGzip {
     job.result.then(
       () => {
         job.done = true;
+        onCompressed?.();
       },
       (e: unknown) => {
         job.done = true;
         this.#failed ??= e;
+        onCompressed?.();
       },
     );
     this.#jobs.push(job);
@@ -137,17 +140,26 @@ export class ParallelGzip {
     }
   }
 
-  /** Add a full block (the caller must not change it afterwards). */
-  async push(block: Buffer): Promise<void> {
-    if (this.#failed !== undefined) throw this.#failed;
-    this.#submit(block, false);
+  /**
+   * Add a full block (the caller must not change it afterwards). `onCompressed` is called
+   * once its deflate has finished (or failed).
+   */
+  async push(block: Buffer, onCompressed?: () => void): Promise<void> {
+    if (this.#failed !== undefined) {
+      onCompressed?.();
+      throw this.#failed;
+    }
+    this.#submit(block, false, onCompressed);
     await this.#drain(this.#concurrency);
   }
 
   /** Add the last block (any length, may be empty), then the trailer. */
-  async finish(block: Buffer): Promise<void> {
-    if (this.#failed !== undefined) throw this.#failed;
-    this.#submit(block, true);
+  async finish(block: Buffer, onCompressed?: () => void): Promise<void> {
+    if (this.#failed !== undefined) {
+      onCompressed?.();
+      throw this.#failed;
+    }
+    this.#submit(block, true, onCompressed);
     await this.#drain(0);
     const trailer = Buffer.alloc(8);
     trailer.writeUInt32LE(this.#crc >>> 0, 0);
@@ -166,8 +178,15 @@ export class ParallelGzip {
  * {@link ParallelGzip} as a Transform: input is gathered into {@link GZIP_BLOCK_SIZE} blocks,
  * compressed `concurrency` at a time on the thread pool, and the one gzip member comes out in
  * order. Backpressure holds: a block is taken only when the stream's reader keeps up.
+ * Streams share `slots` (default: one per core, process-wide), so layers converted at the
+ * same time do not each hold a core's worth of blocks in memory.
  */
-export function parallelGzipStream(opts: { level?: number; concurrency?: number } = {}): Transform {
+/** Deflate jobs in flight across every parallelGzipStream of the process. */
+const DEFLATE_SLOTS = new Semaphore(availableParallelism());
+
+export function parallelGzipStream(
+  opts: { level?: number; concurrency?: number; slots?: Semaphore } = {},
+): Transform {
   const level = opts.level ?? DEFAULT_GZIP_LEVEL;
   if (!(Number.isInteger(level) && level >= 0 && level <= 9)) {
     throw new StratumError(
@@ -176,6 +195,7 @@ export function parallelGzipStream(opts: { level?: number; concurrency?: number 
     );
   }
   let block: Buffer = Buffer.allocUnsafe(GZIP_BLOCK_SIZE);
+  const slots = opts.slots ?? DEFLATE_SLOTS;
   let filled = 0;
   const free: Buffer[] = [];
   let out: Transform | undefined;
@@ -202,13 +222,16 @@ export function parallelGzipStream(opts: { level?: number; concurrency?: number 
             const full = block;
             block = free.pop() ?? Buffer.allocUnsafe(GZIP_BLOCK_SIZE);
             filled = 0;
-            await gz.push(full);
+            await gz.push(full, await slots.acquire());
           }
         }
       })().then(() => cb(), cb);
     },
     flush(cb) {
-      gz.finish(block.subarray(0, filled)).then(() => cb(), cb);
+      slots
+        .acquire()
+        .then((release) => gz.finish(block.subarray(0, filled), release))
+        .then(() => cb(), cb);
     },
     destroy(err, cb) {
       gz.abort();
