@@ -310,7 +310,9 @@ export class Snapshots {
    * directory already on disk. `upperDir` is consumed: moved in (copied and removed if it is
    * on another file system), or removed when the snapshot already exists. `diffId` must be
    * the diffID of the layer that upper makes (e.g. from layer/diff.ts diffOverlayUpper); it
-   * is not recomputed.
+   * is not recomputed. Unmount the overlay first. The kernel's bookkeeping xattrs in an upper
+   * (trusted.overlay.origin, impure, uuid) stay; overlayfs does not use them in a lower layer
+   * (index=off, the default here), and the merged view is the same as the layer's.
    */
   async adopt(
     parent: Digest | undefined,
