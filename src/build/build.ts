@@ -40,7 +40,7 @@ import { pidInName, processAlive } from '../layout/liveness.js';
 import type { Store } from '../layout/store.js';
 import { formatReference, parseNormalizedReference, withDefaultTag } from '../reference/reference.js';
 import { runProcess } from '../runtime/process.js';
-import { mountOverlay, unmount } from '../snapshot/overlay.js';
+import { mountOverlay, mountsUnder, unmount } from '../snapshot/overlay.js';
 import { type SnapshotLayer, Snapshots } from '../snapshot/snapshots.js';
 import { isIndexMediaType, MediaType } from '../spec/media-types.js';
 import type {
@@ -1281,16 +1281,20 @@ async function isArchive(path: string): Promise<boolean> {
   }
 }
 
+/** Unmount everything mounted at or below `dir` (latest first). */
+async function unmountAll(dir: string): Promise<void> {
+  for (const m of await mountsUnder(dir).catch(() => [] as string[])) {
+    await unmount(m, { lazy: true }).catch(() => {});
+  }
+}
+
 /** Remove work directories of builds whose process is gone (and their mounts). */
 async function cleanDeadWork(root: string): Promise<void> {
   for (const name of await readdir(root).catch(() => [] as string[])) {
     const pid = pidInName(name, 'build-');
     if (pid === undefined || processAlive(pid)) continue;
     const dir = join(root, name);
-    for (const sub of await readdir(dir).catch(() => [] as string[])) {
-      await unmount(join(dir, sub, 'merged'), { lazy: true }).catch(() => {});
-      await unmount(join(dir, sub), { lazy: true }).catch(() => {});
-    }
+    await unmountAll(dir);
     await rm(dir, { recursive: true, force: true }).catch(() => {});
   }
 }
@@ -1334,10 +1338,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       return b.run();
     });
   } finally {
-    for (const sub of await readdir(workRoot).catch(() => [] as string[])) {
-      await unmount(join(workRoot, sub, 'merged'), { lazy: true }).catch(() => {});
-      await unmount(join(workRoot, sub), { lazy: true }).catch(() => {});
-    }
+    await unmountAll(workRoot);
     await rm(workRoot, { recursive: true, force: true });
   }
 }

@@ -1,0 +1,470 @@
+// End-to-end builds on a busybox-static base image in a store under a tmpfs temp dir: RUN in
+// runc over overlay snapshots, COPY (context, --from, .dockerignore, hostile paths), the
+// cache, reproducible digests, failures that leave nothing behind, and the result checked by
+// the real tools (umoci unpack, runc run).
+
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { COMMANDS } from '../cli/commands.js';
+import { isStratumError } from '../errors/errors.js';
+import { Image } from '../image/image.js';
+import { openStore, type Store } from '../layout/store.js';
+import { mountsUnder } from '../snapshot/overlay.js';
+import { captureContext } from '../testing/cli.js';
+import { makeImage, makeTar, pushImage } from '../testing/images.js';
+import { tempDir } from '../testing/tmp.js';
+import { type BuildEvent, type BuildOptions, type BuildResult, build } from './build.js';
+
+const exec = promisify(execFile);
+
+function which(p: string): boolean {
+  return (process.env.PATH ?? '/usr/bin:/bin').split(':').some((d) => existsSync(join(d, p)));
+}
+
+const skip =
+  process.geteuid?.() !== 0
+    ? 'builds mount overlays and run runc: they need root'
+    : !existsSync('/bin/busybox')
+      ? '/bin/busybox is missing (apt-get install busybox-static)'
+      : !which('runc')
+        ? 'runc is missing (apt-get install runc)'
+        : undefined;
+
+const BASE = 'docker.io/library/busybox:latest';
+const APPLETS = [
+  'sh',
+  'echo',
+  'cat',
+  'mkdir',
+  'ls',
+  'touch',
+  'true',
+  'false',
+  'id',
+  'test',
+  'rm',
+  'env',
+  'stat',
+  'pwd',
+];
+
+/** A store with a small busybox image tagged busybox:latest; the base has an `escape` symlink to `/`. */
+async function setup(t: { after: (fn: () => Promise<void>) => void }): Promise<{
+  store: Store;
+  root: string;
+  ctx: string;
+}> {
+  const dir = await tempDir(t, 'stratum-build-');
+  const root = join(dir, 'store');
+  const ctx = join(dir, 'ctx');
+  await mkdir(ctx);
+  const store = await openStore({ root });
+  t.after(() => store.close());
+  const image = await makeImage({
+    layers: [
+      [
+        { path: 'bin/', type: 'directory' },
+        { path: 'bin/busybox', content: readFileSync('/bin/busybox'), mode: 0o755 },
+        ...APPLETS.map((a) => ({ path: `bin/${a}`, type: 'symlink' as const, linkname: 'busybox' })),
+        { path: 'etc/', type: 'directory' },
+        {
+          path: 'etc/passwd',
+          content: 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1001::/home/user:/bin/sh\n',
+        },
+        { path: 'etc/group', content: 'root:x:0:\nusers:x:1001:\n' },
+        { path: 'proc/', type: 'directory' },
+        { path: 'sys/', type: 'directory' },
+        { path: 'dev/', type: 'directory' },
+        { path: 'tmp/', type: 'directory', mode: 0o1777 },
+        { path: 'real/', type: 'directory' },
+        { path: 'link', type: 'symlink', linkname: '/real' },
+        { path: 'escape', type: 'symlink', linkname: '../../../../../../' },
+      ],
+    ],
+  });
+  await pushImage(store, image, BASE);
+  return { store, root, ctx };
+}
+
+async function files(dir: string, entries: Record<string, string>): Promise<void> {
+  for (const [name, content] of Object.entries(entries)) {
+    await mkdir(join(dir, name, '..'), { recursive: true });
+    await writeFile(join(dir, name), content);
+  }
+}
+
+async function run(
+  store: Store,
+  ctx: string,
+  opts: Partial<BuildOptions> = {},
+): Promise<BuildResult & { events: BuildEvent[]; output: string }> {
+  const events: BuildEvent[] = [];
+  let output = '';
+  const { Writable } = await import('node:stream');
+  const r = await build({
+    store,
+    context: ctx,
+    onEvent: (e) => events.push(e),
+    output: new Writable({
+      write(c: Buffer, _e, cb) {
+        output += c.toString();
+        cb();
+      },
+    }),
+    pull: async (ref) => {
+      throw new Error(`no pulling in tests (${ref})`);
+    },
+    ...opts,
+  });
+  return { ...r, events, output };
+}
+
+async function configOf(store: Store, r: BuildResult) {
+  const img = new Image(store, r.manifest);
+  return { config: await img.config(), layers: await img.layers() };
+}
+
+/** Steps that were cache hits, by number. */
+function hits(events: readonly BuildEvent[]): number[] {
+  return events.flatMap((e) => (e.type === 'cache-hit' ? [e.step] : []));
+}
+
+const MULTI = `# a multi-stage build
+ARG BASE=busybox
+FROM \${BASE} AS build
+ARG GREETING=hello
+RUN mkdir -p /out && echo "$GREETING from build" > /out/msg && echo made > /out/made.txt
+FROM busybox
+LABEL org.example.title="multi stage" version=1
+ENV APP=/app NAME="a b"
+WORKDIR $APP
+COPY --from=build /out/msg ./msg
+COPY --chown=1000 app.sh $APP/bin/
+EXPOSE 8080 53/udp
+USER user
+ENTRYPOINT ["/bin/sh", "/app/bin/app.sh"]
+CMD ["arg1"]
+`;
+
+describe('stratum build', { skip }, () => {
+  it('builds a multi-stage Dockerfile whose image runs under runc after umoci unpack', async (t) => {
+    const { store, root, ctx } = await setup(t);
+    await files(ctx, {
+      Dockerfile: MULTI,
+      'app.sh': 'echo "$(cat /app/msg) $NAME $1 $(id -u):$(id -g) $(pwd)"\n',
+    });
+    const r = await run(store, ctx, { tags: ['docker.io/library/app:1'], buildArgs: { GREETING: 'hi' } });
+    assert.deepEqual(r.tags, ['docker.io/library/app:1']);
+    const { config, layers } = await configOf(store, r);
+    assert.equal(layers.length, 1 + 3, 'base + WORKDIR + two COPYs');
+    const c = config.config ?? {};
+    assert.deepEqual(c.Entrypoint, ['/bin/sh', '/app/bin/app.sh']);
+    assert.deepEqual(c.Cmd, ['arg1']);
+    assert.equal(c.User, 'user');
+    assert.equal(c.WorkingDir, '/app');
+    assert.ok(c.Env?.includes('APP=/app'));
+    assert.ok(c.Env?.includes('NAME=a b'));
+    assert.ok(!c.Env?.some((e) => e.startsWith('GREETING=')), 'build args are not persisted');
+    assert.deepEqual(c.Labels, { 'org.example.title': 'multi stage', version: '1' });
+    assert.deepEqual(c.ExposedPorts, { '8080/tcp': {}, '53/udp': {} });
+    // history: one entry per instruction after FROM, empty_layer for metadata
+    const own = (config.history ?? []).slice(1);
+    assert.deepEqual(
+      own.map((h) => [h.created_by?.split(' ')[0], h.empty_layer === true]),
+      [
+        ['LABEL', true],
+        ['ENV', true],
+        ['WORKDIR', false],
+        ['COPY', false],
+        ['COPY', false],
+        ['EXPOSE', true],
+        ['USER', true],
+        ['ENTRYPOINT', true],
+        ['CMD', true],
+      ],
+    );
+    assert.equal(config.rootfs.diff_ids.length, layers.length);
+
+    const bundle = join(root, '..', 'bundle');
+    await exec('umoci', ['unpack', '--image', `${root}:docker.io/library/app:1`, bundle]);
+    const made = await readFile(join(bundle, 'rootfs/app/msg'), 'utf8');
+    assert.equal(made, 'hi from build\n');
+    assert.equal(existsSync(join(bundle, 'rootfs/out')), false, 'the build stage is not in the image');
+    const spec = JSON.parse(await readFile(join(bundle, 'config.json'), 'utf8'));
+    spec.process.terminal = false;
+    await writeFile(join(bundle, 'config.json'), JSON.stringify(spec));
+    const id = `stratum-build-test-${process.pid}`;
+    const { stdout } = await exec('runc', ['run', '--bundle', bundle, id]).finally(() =>
+      exec('runc', ['delete', '--force', id]).catch(() => {}),
+    );
+    assert.equal(stdout, 'hi from build a b arg1 1000:1001 /app\n');
+    // the copied script is owned by --chown=1000 (gid = uid), its parent dir too
+    const st = await exec('stat', [
+      '-c',
+      '%u:%g',
+      join(bundle, 'rootfs/app/bin/app.sh'),
+      join(bundle, 'rootfs/app/bin'),
+    ]);
+    assert.equal(st.stdout, '1000:1000\n1000:1000\n');
+  });
+
+  it('a rebuild with nothing changed reuses every step; a changed file rebuilds from its step on', async (t) => {
+    const { store, ctx } = await setup(t);
+    await files(ctx, {
+      Dockerfile:
+        'FROM busybox\nENV A=1\nCOPY one.txt /one.txt\nRUN echo ran > /ran.txt\nCOPY two.txt /two.txt\nRUN cat /one.txt /two.txt > /both\n',
+      'one.txt': 'one\n',
+      'two.txt': 'two\n',
+    });
+    const first = await run(store, ctx, { tags: ['docker.io/library/c:1'] });
+    assert.equal(first.cacheHits, 0);
+    assert.equal(first.builtLayers, 4);
+    const again = await run(store, ctx, { tags: ['docker.io/library/c:1'] });
+    assert.equal(again.cacheHits, again.steps);
+    assert.equal(again.steps, 5);
+    assert.equal(again.builtLayers, 0);
+    assert.equal(again.output, '', 'nothing ran');
+    assert.equal(again.manifest.digest, first.manifest.digest, 'the same image');
+
+    await writeFile(join(ctx, 'two.txt'), 'TWO\n');
+    const changed = await run(store, ctx);
+    assert.deepEqual(hits(changed.events), [2, 3, 4], 'ENV, COPY one, RUN from the cache');
+    assert.equal(changed.builtLayers, 2, 'COPY two and the RUN after it');
+    const { layers } = await configOf(store, changed);
+    const { layers: before } = await configOf(store, first);
+    assert.deepEqual(layers.slice(0, 3), before.slice(0, 3));
+    assert.notDeepEqual(layers[3], before[3]);
+
+    const noCache = await run(store, ctx, { noCache: true });
+    assert.equal(noCache.cacheHits, 0);
+    assert.equal(noCache.builtLayers, 4);
+  });
+
+  it('two builds with the same timestamp give the same manifest digest', async (t) => {
+    const { store, ctx } = await setup(t);
+    await files(ctx, {
+      Dockerfile:
+        'FROM busybox\nCOPY . /src/\nRUN mkdir /gen && echo generated > /gen/f && touch /gen/g\nWORKDIR /work\nCMD ["cat", "/gen/f"]\n',
+      'a.txt': 'a\n',
+      'sub/b.txt': 'b\n',
+    });
+    const T = 1700000000;
+    const one = await run(store, ctx, { timestamp: T, noCache: true });
+    const two = await run(store, ctx, { timestamp: T, noCache: true });
+    assert.equal(two.manifest.digest, one.manifest.digest);
+    const { config } = await configOf(store, one);
+    const iso = new Date(T * 1000).toISOString();
+    assert.equal(config.created, iso);
+    assert.ok((config.history ?? []).slice(1).every((h) => h.created === iso));
+    // SOURCE_DATE_EPOCH from the environment does the same
+    const three = await run(store, ctx, { env: { SOURCE_DATE_EPOCH: String(T) }, noCache: true });
+    assert.equal(three.manifest.digest, one.manifest.digest);
+    const other = await run(store, ctx, { timestamp: T + 1, noCache: true });
+    assert.notEqual(other.manifest.digest, one.manifest.digest);
+  });
+
+  it('syntax errors name the file and line', async (t) => {
+    const { store, ctx } = await setup(t);
+    await files(ctx, { Dockerfile: 'FROM busybox\nRUN true\n\nFROBNICATE now\n' });
+    await assert.rejects(run(store, ctx), (e: unknown) => {
+      assert.ok(isStratumError(e));
+      assert.equal(e.code, 'ERR_BUILD_SYNTAX');
+      assert.match(e.message, /Dockerfile:4: unknown instruction: FROBNICATE/);
+      return true;
+    });
+    await files(ctx, { Dockerfile: 'FROM busybox\nENV A=${B\n' });
+    await assert.rejects(run(store, ctx), /Dockerfile:2: .*substitution/);
+    await files(ctx, { Dockerfile: 'FROM busybox\nCOPY only-one\n' });
+    await assert.rejects(run(store, ctx), /Dockerfile:2: COPY needs at least one source and a destination/);
+  });
+
+  it('refuses COPY of ../x and of a symlink leading out of the context', async (t) => {
+    const { store, ctx } = await setup(t);
+    await writeFile(join(ctx, '..', 'outside.txt'), 'secret\n');
+    await files(ctx, { Dockerfile: 'FROM busybox\nCOPY ../outside.txt /x\n' });
+    await assert.rejects(run(store, ctx), (e: unknown) => {
+      assert.ok(isStratumError(e));
+      assert.equal(e.code, 'ERR_UNSAFE_PATH');
+      assert.match(e.message, /Dockerfile:2: forbidden path outside the build context/);
+      return true;
+    });
+    await symlink('../outside.txt', join(ctx, 'link'));
+    await symlink('/etc', join(ctx, 'etclink'));
+    for (const src of ['link', 'etclink/passwd', 'etclink']) {
+      await files(ctx, { Dockerfile: `FROM busybox\nCOPY ${src} /x\n` });
+      await assert.rejects(run(store, ctx), (e: unknown) => {
+        assert.ok(isStratumError(e));
+        assert.equal(e.code, 'ERR_UNSAFE_PATH', src);
+        assert.match(e.message, /outside the build context/);
+        return true;
+      });
+    }
+    // a symlink inside a copied directory is copied as a link, not followed
+    await mkdir(join(ctx, 'dir'));
+    await symlink('/etc/shadow', join(ctx, 'dir', 'l'));
+    await files(ctx, {
+      Dockerfile: 'FROM busybox\nCOPY dir /d/\nRUN test -L /d/l && echo "$(ls -l /d/l)"\n',
+    });
+    const r = await run(store, ctx);
+    assert.match(r.output, /\/d\/l -> \/etc\/shadow/);
+  });
+
+  it('COPY into the image follows its symlinks inside the root only', async (t) => {
+    const { store, ctx, root } = await setup(t);
+    await files(ctx, {
+      Dockerfile:
+        'FROM busybox\nCOPY f.txt /link/f.txt\nCOPY f.txt /escape/tmp/escaped.txt\nRUN cat /real/f.txt /tmp/escaped.txt\n',
+      'f.txt': 'through the link\n',
+    });
+    const r = await run(store, ctx);
+    assert.equal(r.output, 'through the link\nthrough the link\n');
+    assert.equal(existsSync('/tmp/escaped.txt'), false, 'nothing written on the host');
+    assert.deepEqual(await mountsUnder(root), []);
+  });
+
+  it('honours .dockerignore with ! exceptions', async (t) => {
+    const { store, ctx } = await setup(t);
+    await files(ctx, {
+      Dockerfile: 'FROM busybox\nCOPY . /ctx/\nRUN ls -a -R /ctx\n',
+      '.dockerignore': '# ignore\n*.log\nsecret/\n!secret/public.txt\n**/tmp-*\nDockerfile\n',
+      'keep.txt': 'k',
+      'debug.log': 'x',
+      'secret/key': 'x',
+      'secret/public.txt': 'p',
+      'a/b/tmp-1': 'x',
+      'a/b/c.txt': 'c',
+    });
+    const r = await run(store, ctx);
+    const out = r.output;
+    assert.match(out, /keep\.txt/);
+    assert.match(out, /public\.txt/);
+    assert.match(out, /c\.txt/);
+    assert.match(out, /\.dockerignore/);
+    for (const gone of ['debug.log', 'key', 'tmp-1', 'Dockerfile'])
+      assert.doesNotMatch(out, new RegExp(gone));
+    // a source excluded by .dockerignore is not found
+    await assert.rejects(
+      run(store, ctx, { dockerfileText: 'FROM busybox\nCOPY debug.log /x\n' }),
+      /excluded by \.dockerignore/,
+    );
+  });
+
+  it('a failing RUN shows its output and exit code, and leaves no tag, mount or work directory', async (t) => {
+    const { store, ctx, root } = await setup(t);
+    await files(ctx, {
+      Dockerfile: 'FROM busybox\nCOPY Dockerfile /\nRUN echo about to fail; echo on stderr >&2; exit 3\n',
+    });
+    await assert.rejects(run(store, ctx, { tags: ['docker.io/library/bad:1'] }), (e: unknown) => {
+      assert.ok(isStratumError(e));
+      assert.equal(e.code, 'ERR_BUILD_STEP_FAILED');
+      assert.match(e.message, /Dockerfile:3/);
+      assert.match(e.message, /exited with code 3/);
+      assert.match(e.message, /about to fail\non stderr/);
+      assert.equal((e as unknown as { exitCode: number }).exitCode, 3);
+      return true;
+    });
+    await assert.rejects(store.resolve('docker.io/library/bad:1'), (e: unknown) => {
+      assert.ok(isStratumError(e));
+      assert.equal(e.code, 'ERR_NOT_FOUND');
+      return true;
+    });
+    assert.deepEqual(await mountsUnder(root), []);
+    assert.deepEqual(await readdir(join(root, 'build-cache', 'work')), []);
+  });
+
+  it('RUN and WORKDIR that change nothing make no layer; ADD extracts a local tar; heredocs', async (t) => {
+    const { store, ctx } = await setup(t);
+    await writeFile(
+      join(ctx, 'files.tar'),
+      await makeTar([
+        { path: 'x/', type: 'directory' },
+        { path: 'x/inner.txt', content: 'from the tar\n' },
+      ]),
+    );
+    await files(ctx, {
+      Dockerfile: [
+        'FROM busybox',
+        'RUN true',
+        'WORKDIR /tmp',
+        'ADD files.tar /unpacked/',
+        'COPY --chmod=0750 <<EOF /script.sh',
+        'echo heredoc $HOME',
+        'EOF',
+        'RUN <<EOF',
+        'echo first line',
+        'cat /unpacked/x/inner.txt',
+        'stat -c %a /script.sh',
+        'EOF',
+      ].join('\n'),
+    });
+    const r = await run(store, ctx, { buildArgs: { UNUSED: '1' } });
+    const empty = r.events.filter((e) => e.type === 'empty-layer').map((e) => e.step);
+    assert.deepEqual(empty, [2, 3, 6], 'RUN true, WORKDIR of an existing dir, a RUN that only prints');
+    assert.equal(r.builtLayers, 2);
+    assert.equal(r.output, 'first line\nfrom the tar\n750\n');
+    assert.ok(r.events.some((e) => e.type === 'warning' && /UNUSED/.test(e.message)));
+    const { config } = await configOf(store, r);
+    assert.equal(config.history?.filter((h) => !h.empty_layer).length, 1 + 2);
+  });
+
+  it('ARG scoping: global args in FROM, stage args in RUN, ENV wins, --target', async (t) => {
+    const { store, ctx } = await setup(t);
+    await files(ctx, {
+      Dockerfile: [
+        'ARG TAG=latest',
+        'FROM busybox:${TAG} AS first',
+        'ARG TAG',
+        'ARG X=default',
+        'ENV Y=from-env',
+        'ARG Y=from-arg',
+        'RUN echo "tag=$TAG x=$X y=$Y" > /args',
+        'FROM first AS second',
+        'RUN cat /args; echo "second x=[$X]"',
+        'FROM busybox',
+        'RUN exit 1',
+      ].join('\n'),
+    });
+    const r = await run(store, ctx, { target: 'second', buildArgs: { X: 'given' } });
+    assert.equal(r.output, 'tag=latest x=given y=from-env\nsecond x=[]\n');
+    const { config } = await configOf(store, r);
+    const runEntry = config.history?.find((h) => h.created_by?.includes('/args'));
+    assert.match(runEntry?.created_by ?? '', /^RUN \|2 TAG=latest X=given \/bin\/sh -c/);
+    await assert.rejects(run(store, ctx, { target: 'nope' }), /target stage "nope" is not in/);
+  });
+
+  it('the build command: -q prints the image id, --json prints events and a result', async (t) => {
+    const { root, ctx } = await setup(t);
+    await files(ctx, { Dockerfile: 'FROM busybox\nRUN echo out > /o\nCMD ["cat", "/o"]\n' });
+    const q = captureContext();
+    assert.equal(await COMMANDS.build!.run(['--root', root, '-q', '-t', 'cli:1', ctx], q.ctx), 0);
+    assert.match(q.out(), /^sha256:[a-f0-9]{64}\n$/);
+    assert.equal(q.err(), '');
+    const j = captureContext();
+    assert.equal(await COMMANDS.build!.run(['--root', root, '--json', '-t', 'cli:2', ctx], j.ctx), 0);
+    const lines = j
+      .out()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.deepEqual(
+      lines.filter((l) => l.event === 'step').map((l) => l.step),
+      [1, 2, 3],
+    );
+    const result = lines.find((l) => l.event === 'result');
+    assert.equal(result.imageId, q.out().trim());
+    assert.equal(result.cacheHits, 2);
+    assert.deepEqual(result.tags, ['docker.io/library/cli:2']);
+    const p = captureContext();
+    assert.equal(await COMMANDS.build!.run(['--root', root, '--no-cache', ctx], p.ctx), 0);
+    assert.match(p.err(), /STEP 2\/3: RUN echo out > \/o\n/);
+    await assert.rejects(
+      COMMANDS.build!.run(['--root', root, '--network', 'bridge', ctx], p.ctx),
+      /--network takes none or host/,
+    );
+  });
+});
