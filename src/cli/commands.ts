@@ -397,16 +397,22 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   },
 
   gc: {
-    summary: 'Remove blobs no image in the store refers to',
+    summary: 'Remove what nothing uses: blobs, extracted layers (snapshots), stale build cache',
     usage: 'stratum gc',
     async run(argv, ctx) {
       const p = parse(argv, NO_OPTIONS, { min: 0, max: 0, usage: this.usage });
       if (p.values.help) return help(ctx, this);
-      await withStore(p.values, async (store) => {
-        const r = await store.gc({ signal: ctx.signal });
-        if (p.values.json) return printJson(ctx, r);
-        ctx.stdout.write(`Removed ${r.removedBlobs.length} blobs, freed ${formatBytes(r.freedBytes)}\n`);
-      });
+      const { gc } = await import('../ops/gc.js');
+      const r = await gc({ ...sessionOptions(p.values), signal: ctx.signal });
+      if (p.values.json) {
+        printJson(ctx, r);
+        return 0;
+      }
+      ctx.stdout.write(
+        `Removed ${r.blobs.removedBlobs.length} blobs, freed ${formatBytes(r.blobs.freedBytes)}\n` +
+          `Removed ${r.snapshots.removed} snapshots, freed ${formatBytes(r.snapshots.bytes)}\n` +
+          (r.buildCache.removed > 0 ? `Removed ${r.buildCache.removed} build cache entries\n` : ''),
+      );
       return 0;
     },
   },

@@ -466,19 +466,22 @@ export class Store implements Target, Deleter, RootLister, TagLister {
    * Remove every blob not reachable from index.json or from a live lease (walking manifests
    * to their config, layers and subject, and keeping referrers of what is kept), plus temp
    * files and leases of dead processes. If a reachable manifest cannot be read, nothing is
-   * deleted and the error says which.
+   * deleted and the error says which. `keep` names more blobs to keep as they are (layers a
+   * build cache refers to, say); they are not walked.
    */
-  async gc(opts: { readonly signal?: AbortSignal } = {}): Promise<GcResult> {
+  async gc(
+    opts: { readonly signal?: AbortSignal; readonly keep?: Iterable<string> } = {},
+  ): Promise<GcResult> {
     if (this.layout.readOnly) {
       throw new StratumError('ERR_READ_ONLY', `${this.description}: cannot gc: the store is read-only`);
     }
     const lockOpts = this.#lockTimeoutMs === undefined ? {} : { timeoutMs: this.#lockTimeoutMs };
     return serialized(this.#gcLockPath, () =>
-      withFileLock(this.#gcLockPath, () => this.#gcLocked(opts.signal), lockOpts),
+      withFileLock(this.#gcLockPath, () => this.#gcLocked(opts.signal, new Set(opts.keep ?? [])), lockOpts),
     );
   }
 
-  async #gcLocked(signal: AbortSignal | undefined): Promise<GcResult> {
+  async #gcLocked(signal: AbortSignal | undefined, keep: ReadonlySet<string>): Promise<GcResult> {
     const removedTempFiles = await this.layout.cleanTemp([`${STORE_GC_LOCK}.stale-`]);
     // order matters (see the top of this file): blobs, then leases, then index.json
     const blobs = await this.layout.listBlobs();
@@ -503,7 +506,7 @@ export class Store implements Target, Deleter, RootLister, TagLister {
     const removedBlobs: Digest[] = [];
     let freedBytes = 0;
     for (const b of blobs) {
-      if (reachable.has(b.digest)) continue;
+      if (reachable.has(b.digest) || keep.has(b.digest)) continue;
       if (signal?.aborted) throw abortError(signal);
       try {
         await unlink(this.layout.blobPath(b.digest));
