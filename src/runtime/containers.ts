@@ -42,7 +42,7 @@ import { tempName } from '../internal/fs.js';
 import { processAlive } from '../layout/liveness.js';
 import { mountOverlay, mountsUnder, unmount } from '../snapshot/overlay.js';
 import { type SnapshotProgress, Snapshots } from '../snapshot/snapshots.js';
-import { CGROUP_PARENT, removeCgroups } from './cgroups.js';
+import { CGROUP_PARENT, containerCgroupDirs, removeCgroups } from './cgroups.js';
 import { runtimeFailure, signalOfExitCode } from './process.js';
 import { findRuntime, Runtime } from './runc.js';
 import { containerSpec, type Resources, serializeSpec } from './spec.js';
@@ -300,6 +300,7 @@ export class Containers {
       runtime,
       status: 'creating',
       creatorPid: process.pid,
+      cgroups: await containerCgroupDirs(id),
     };
     await this.records.create(record);
     const dir = this.dirOf(id);
@@ -374,7 +375,9 @@ export class Containers {
         );
       return created;
     } catch (e) {
-      await this.#destroy(id).catch(() => {});
+      await this.#destroy(id)
+        .then(() => this.records.remove(id))
+        .catch(() => {});
       if (opts.signal?.aborted) throw abortError(opts.signal);
       throw e;
     }
@@ -921,7 +924,7 @@ export class Containers {
     );
     await rt.kill(id, 'KILL', { all: true }).catch(() => {});
     await rt.delete(id, { force: true }).catch(() => {});
-    const left = await removeCgroups(id);
+    const left = await removeCgroups(id, r?.cgroups ?? []);
     await this.#unmountAll(id);
     const mounted = await mountsUnder(this.dirOf(id));
     if (mounted.length > 0) {

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { StratumError } from '../errors/errors.js';
 import { tempDir } from '../testing/tmp.js';
+import { containerCgroupDirs } from './cgroups.js';
 import { type ProcessRunOptions, runProcess, signalOfExitCode } from './process.js';
 import { Runtime } from './runc.js';
 import { makeBusyboxRootfs, runtimeSkipReason } from './support.test.js';
@@ -131,9 +132,11 @@ describe('runProcess', { skip }, () => {
     assert.deepEqual(await runtime.list(), []);
     assert.deepEqual(await readdir(join(dir, 'state', 'bundles')), []);
     // cgroups of this process's containers are gone
-    const mine = (await readdir('/sys/fs/cgroup/pids/stratum').catch(() => [] as string[])).filter((n) =>
-      n.startsWith(`proc-${process.pid}-`),
-    );
+    const mine: string[] = [];
+    for (const d of await containerCgroupDirs('x')) {
+      const names = await readdir(dirname(d)).catch(() => [] as string[]);
+      mine.push(...names.filter((n) => n.startsWith(`proc-${process.pid}-`)));
+    }
     assert.deepEqual(mine, []);
     // and a run after it still works
     assert.equal((await run(['true'])).exitCode, 0);

@@ -53,6 +53,8 @@ export interface ContainerRecord {
   readonly volumes: readonly VolumeSpec[];
   readonly resources: Resources;
   readonly chainIds: readonly Digest[];
+  /** Where its cgroups are (runc places the relative `stratum/<id>` under the creator's cgroups). */
+  readonly cgroups?: readonly string[];
   readonly stopSignal: string;
   readonly autoRemove: boolean;
   /** The OCI runtime binary that runs it. */
