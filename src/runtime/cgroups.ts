@@ -39,7 +39,7 @@ interface CgroupMount {
   readonly controllers: ReadonlySet<string>;
 }
 
-function unescape(s: string): string {
+function decodeOctal(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
 }
 
@@ -51,7 +51,7 @@ export function parseCgroupMounts(mountinfo: string): CgroupMount[] {
     if (sep < 0) continue;
     const left = line.slice(0, sep).split(' ');
     const [fstype, , superOpts = ''] = line.slice(sep + 3).split(' ');
-    const point = unescape(left[4] ?? '');
+    const point = decodeOctal(left[4] ?? '');
     if (fstype === 'cgroup2') out.push({ point, version: 2, controllers: new Set() });
     else if (fstype === 'cgroup') {
       out.push({
