@@ -1,3 +1,4 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: Dockerfile text uses ${VAR} literally
 // End-to-end builds on a busybox-static base image in a store under a tmpfs temp dir: RUN in
 // runc over overlay snapshots, COPY (context, --from, .dockerignore, hostile paths), the
 // cache, reproducible digests, failures that leave nothing behind, and the result checked by
@@ -19,6 +20,7 @@ import { captureContext } from '../testing/cli.js';
 import { makeImage, makeTar, pushImage } from '../testing/images.js';
 import { tempDir } from '../testing/tmp.js';
 import { type BuildEvent, type BuildOptions, type BuildResult, build } from './build.js';
+import { buildCacheRoots, pruneBuildCache } from './cache.js';
 
 const exec = promisify(execFile);
 
@@ -435,6 +437,99 @@ describe('stratum build', { skip }, () => {
     const runEntry = config.history?.find((h) => h.created_by?.includes('/args'));
     assert.match(runEntry?.created_by ?? '', /^RUN \|2 TAG=latest X=given \/bin\/sh -c/);
     await assert.rejects(run(store, ctx, { target: 'nope' }), /target stage "nope" is not in/);
+  });
+
+  it('config instructions: SHELL, shell-form ENTRYPOINT, HEALTHCHECK, STOPSIGNAL, VOLUME, ONBUILD; COPY --from an image', async (t) => {
+    const { store, ctx } = await setup(t);
+    await files(ctx, {
+      Dockerfile: [
+        'FROM busybox',
+        'MAINTAINER someone',
+        'SHELL ["/bin/sh", "-ec"]',
+        'ENTRYPOINT exec echo "$0 $@"',
+        'HEALTHCHECK --interval=30s --timeout=1m30s --retries=3 CMD test -f /ok',
+        'STOPSIGNAL SIGTERM',
+        'VOLUME ["/data", "/logs"]',
+        'ONBUILD RUN echo triggered > /trigger',
+        'COPY --from=busybox /bin/busybox /copied-busybox',
+        `COPY <<EOF /quoted.txt`,
+        `say "\${NAME:-x}" 'and \\$NAME'`,
+        'EOF',
+      ].join('\n'),
+    });
+    const r = await run(store, ctx, { tags: ['docker.io/library/parent:1'] });
+    const { config } = await configOf(store, r);
+    const c = config.config ?? {};
+    assert.equal(config.author, 'someone');
+    assert.deepEqual(c.Shell, ['/bin/sh', '-ec']);
+    assert.deepEqual(c.Entrypoint, ['/bin/sh', '-ec', 'exec echo "$0 $@"']);
+    assert.equal(c.Cmd, undefined, 'ENTRYPOINT resets an inherited CMD');
+    assert.deepEqual(c.Healthcheck, {
+      Test: ['CMD-SHELL', 'test -f /ok'],
+      Interval: 30e9,
+      Timeout: 90e9,
+      Retries: 3,
+    });
+    assert.equal(c.StopSignal, 'SIGTERM');
+    assert.deepEqual(c.Volumes, { '/data': {}, '/logs': {} });
+    assert.deepEqual(c.OnBuild, ['RUN echo triggered > /trigger']);
+
+    // a child build runs the trigger first; the child's OnBuild is empty
+    await files(ctx, {
+      Dockerfile: 'FROM parent:1\nRUN cat /trigger /quoted.txt && cmp /copied-busybox /bin/busybox\n',
+    });
+    const child = await run(store, ctx);
+    assert.equal(child.output, `triggered\nsay "x" 'and \\$NAME'\n`);
+    assert.equal((await configOf(store, child)).config.config?.OnBuild, undefined);
+  });
+
+  it('an aborted build stops its RUN and leaves no mount or work directory', async (t) => {
+    const { store, ctx, root } = await setup(t);
+    await files(ctx, { Dockerfile: 'FROM busybox\nRUN echo started; sleep 60; echo never\n' });
+    const ac = new AbortController();
+    const { Writable } = await import('node:stream');
+    const p = build({
+      store,
+      context: ctx,
+      signal: ac.signal,
+      output: new Writable({
+        write(c: Buffer, _e, cb) {
+          if (c.toString().includes('started')) ac.abort();
+          cb();
+        },
+      }),
+    });
+    await assert.rejects(p, (e: unknown) => {
+      assert.ok(isStratumError(e));
+      assert.equal(e.code, 'ERR_ABORTED');
+      return true;
+    });
+    assert.deepEqual(await mountsUnder(root), []);
+    assert.deepEqual(await readdir(join(root, 'build-cache', 'work')), []);
+  });
+
+  it('buildCacheRoots lists what the cache uses; pruneBuildCache empties it', async (t) => {
+    const { store, ctx, root } = await setup(t);
+    await files(ctx, { Dockerfile: 'FROM busybox\nCOPY Dockerfile /\nRUN echo x > /x\n' });
+    const r = await run(store, ctx);
+    const { layers } = await configOf(store, r);
+    const roots = await buildCacheRoots(root);
+    assert.deepEqual(
+      [...roots.blobs].sort(),
+      layers
+        .slice(1)
+        .map((l) => l.digest)
+        .sort(),
+    );
+    assert.equal(roots.chainIds.size, 2, 'the snapshot each step ends with');
+    // entries whose blob is gone go; then everything
+    const gone = layers[2]?.digest;
+    const pruned = await pruneBuildCache(root, { olderThanMs: 3600_000, hasBlob: async (d) => d !== gone });
+    assert.equal(pruned.removed, 1);
+    const again = await run(store, ctx);
+    assert.deepEqual(hits(again.events), [2], 'the COPY is still cached, the RUN is not');
+    assert.ok((await pruneBuildCache(root)).removed >= 2);
+    assert.equal((await run(store, ctx)).cacheHits, 0);
   });
 
   it('the build command: -q prints the image id, --json prints events and a result', async (t) => {

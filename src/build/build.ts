@@ -53,7 +53,8 @@ import type {
 } from '../spec/types.js';
 import { BUILD_CACHE_DIR, BuildCache, type CacheEntry, cacheKey } from './cache.js';
 import { type Dockerfile, type Instruction, parseDockerfile } from './dockerfile.js';
-import { type LexEnv, LexError, processWord, processWords } from './shell-lex.js';
+import { parseDockerignore } from './dockerignore.js';
+import { type LexEnv, LexError, processHeredoc, processWord, processWords } from './shell-lex.js';
 import { type ResolvedSource, SourceTree } from './sources.js';
 import { MOUNT_STUBS, missingStubs, removeStubs } from './upper.js';
 import { type Owner, RootWriter } from './write-root.js';
@@ -623,6 +624,7 @@ class Builder {
     delete state.config.OnBuild;
     this.#states.set(stage.index, state);
     if (triggers.length > 0 && !dep) {
+      this.#count += triggers.length;
       const parsed = parseDockerfile(
         `FROM scratch\n${triggers.join('\n')}\n`,
         `${ins.where} (ONBUILD of ${imageWord})`,
@@ -686,7 +688,8 @@ class Builder {
       }
       case 'EXPOSE': {
         const ports: Record<string, object> = { ...(c.ExposedPorts ?? {}) };
-        for (const w of this.#expandWords(ins, ins.args, env)) {
+        const words = this.#expandWords(ins, ins.args, env);
+        for (const w of words) {
           const m = /^(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/i.exec(w);
           if (!m) throw fail(ins.where, `invalid port ${JSON.stringify(w)}: want PORT[-PORT][/tcp|udp|sctp]`);
           const lo = Number(m[1]);
@@ -695,7 +698,7 @@ class Builder {
           for (let p = lo; p <= hi; p++) ports[`${p}/${(m[3] ?? 'tcp').toLowerCase()}`] = {};
         }
         c.ExposedPorts = ports;
-        return this.#meta0(stage, state, ins, `EXPOSE ${Object.keys(ports).join(' ')}`);
+        return this.#meta0(stage, state, ins, `EXPOSE ${words.join(' ')}`);
       }
       case 'VOLUME': {
         const vols: Record<string, object> = { ...(c.Volumes ?? {}) };
@@ -715,7 +718,7 @@ class Builder {
         return this.#meta0(stage, state, ins, `CMD ${JSON.stringify(c.Cmd)}`);
       case 'ENTRYPOINT':
         c.Entrypoint = commandOf(ins, state.shell);
-        if (!state.cmdSet) c.Cmd = null;
+        if (!state.cmdSet) delete c.Cmd;
         return this.#meta0(stage, state, ins, `ENTRYPOINT ${JSON.stringify(c.Entrypoint)}`);
       case 'SHELL':
         state.shell = [...(ins.json as readonly string[])];
@@ -1136,7 +1139,16 @@ class Builder {
         const name = w.replace(/^<<-?["']?/, '').replace(/["']$/, '');
         const h = ins.heredocs.find((x) => x.name === name);
         if (!h) throw fail(ins.where, `no heredoc body for ${w}`);
-        return { name, content: h.expand ? this.#expand(ins, h.content, env) : h.content };
+        let content = h.content;
+        if (h.expand) {
+          try {
+            content = processHeredoc(h.content, env, this.#df.escape);
+          } catch (e) {
+            if (e instanceof LexError) throw fail(ins.where, e.message);
+            throw e;
+          }
+        }
+        return { name, content };
       });
       const count = resolved.length + heredocs.length;
       if (count > 1 && !destDirForm) {
@@ -1325,7 +1337,13 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     if (isDigest(t))
       throw new StratumError('ERR_INVALID_ARGUMENT', `cannot tag a build with a digest (${t})`);
   }
-  const context = await SourceTree.context(opts.context);
+  // buildkit: a `<Dockerfile>.dockerignore` next to the Dockerfile wins over the context's
+  let ignore: string[] | undefined;
+  if (opts.dockerfileText === undefined) {
+    const own = await readFile(`${dockerfilePath}.dockerignore`, 'utf8').catch(() => undefined);
+    if (own !== undefined) ignore = parseDockerignore(own);
+  }
+  const context = await SourceTree.context(opts.context, ignore);
   const snapshots = await Snapshots.open(opts.store.root);
   const workBase = join(opts.store.root, BUILD_CACHE_DIR, WORK_DIR);
   await mkdir(workBase, { recursive: true });

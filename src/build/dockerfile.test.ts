@@ -1,3 +1,4 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: Dockerfile text uses ${VAR} literally
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isStratumError } from '../errors/errors.js';

@@ -1,6 +1,7 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: Dockerfile text uses ${VAR} literally
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { LexError, processWord, processWords } from './shell-lex.js';
+import { LexError, processHeredoc, processWord, processWords } from './shell-lex.js';
 
 const env = new Map([
   ['A', 'a'],
@@ -81,5 +82,13 @@ describe('processWords', () => {
     assert.deepEqual(processWords('"$B"', env), ['d e']);
     assert.deepEqual(processWords('  x\t y  ', env), ['x', 'y']);
     assert.deepEqual(processWords('a\\ b c', env), ['a b', 'c']);
+  });
+});
+
+describe('processHeredoc', () => {
+  it('expands $ but keeps quotes and escapes as written', () => {
+    assert.equal(processHeredoc(`echo "$A" '$A' \\$A \\n\n`, env), `echo "a" '$A' \\$A \\n\n`);
+    assert.equal(processHeredoc(`don't $A\n`, env), `don't a\n`);
+    assert.equal(processHeredoc('${UNSET:-"d"}', env), '"d"');
   });
 });

@@ -61,6 +61,8 @@ class Scanner {
     readonly s: string,
     readonly esc: string,
     readonly env: LexEnv,
+    /** Heredoc bodies: quotes and escapes are kept as they are, only $ expands. */
+    readonly rawText = false,
   ) {}
   peek(): string | undefined {
     return this.s[this.pos];
@@ -77,7 +79,19 @@ class Scanner {
         this.pos++;
         return true;
       }
-      if (ch === "'") {
+      if (this.rawText && ch === "'") {
+        // single-quoted text is not expanded; the quotes stay (an unmatched one is literal)
+        const end = this.s.indexOf("'", this.pos + 1);
+        const stop = end === -1 ? this.pos + 1 : end + 1;
+        out.raw(this.s.slice(this.pos, stop));
+        this.pos = stop;
+      } else if (this.rawText && ch === '"') {
+        this.pos++;
+        out.raw(ch);
+      } else if (this.rawText && ch === this.esc) {
+        this.pos++;
+        out.raw(ch + (this.next() ?? ''));
+      } else if (ch === "'") {
         this.pos++;
         out.raw(this.singleQuoted());
       } else if (ch === '"') {
@@ -184,6 +198,13 @@ class Scanner {
 export function processWord(word: string, env: LexEnv, escapeChar = '\\'): string {
   const out = new Words(false);
   new Scanner(word, escapeChar, env).run(out);
+  return out.word;
+}
+
+/** Expand a heredoc body: `$` expands; quotes and escapes stay as written (buildkit's raw mode). */
+export function processHeredoc(text: string, env: LexEnv, escapeChar = '\\'): string {
+  const out = new Words(false);
+  new Scanner(text, escapeChar, env, true).run(out);
   return out.word;
 }
 
