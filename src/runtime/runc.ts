@@ -25,9 +25,16 @@ async function executable(path: string): Promise<boolean> {
 
 /**
  * The absolute path of an OCI runtime: `runtime` as given when it holds a `/`, else looked
- * up in PATH (and the sbin directories, which a non-root PATH lacks). Default `runc`.
+ * up in PATH (and the sbin directories, which a non-root PATH lacks), or in `searchPath`.
+ * Default `runc`.
  */
-export async function findRuntime(runtime = 'runc'): Promise<string> {
+export async function findRuntime(
+  runtime = 'runc',
+  searchPath: readonly string[] = [
+    ...(process.env.PATH ?? '').split(delimiter).filter(Boolean),
+    ...EXTRA_PATH,
+  ],
+): Promise<string> {
   if (runtime.includes('/')) {
     if (await executable(runtime)) return runtime;
     throw new StratumError(
@@ -35,8 +42,7 @@ export async function findRuntime(runtime = 'runc'): Promise<string> {
       `the OCI runtime ${runtime} does not exist or is not executable`,
     );
   }
-  const dirs = [...(process.env.PATH ?? '').split(delimiter).filter(Boolean), ...EXTRA_PATH];
-  for (const d of dirs) {
+  for (const d of searchPath) {
     const p = join(d, runtime);
     if (await executable(p)) return p;
   }
