@@ -8,12 +8,9 @@ import { readFile } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { StratumError } from '../errors/errors.js';
 import { parsePlatform } from '../image/platform.js';
-import { commit, runImage, withContainers } from '../ops/run.js';
-import { commandLine } from '../runtime/commit.js';
-import type { ContainerInfo } from '../runtime/containers.js';
-import { parseEnvFile } from '../runtime/containers.js';
-import { parseByteSize } from '../runtime/spec.js';
-import { parseVolumeSpec } from '../runtime/volumes.js';
+import type { ContainerOpOptions } from '../ops/run.js';
+import type { ContainerInfo, Containers } from '../runtime/containers.js';
+import type { VolumeSpec } from '../runtime/volumes.js';
 import { GLOBAL_OPTIONS, type OptionSpec, parse, UsageError } from './args.js';
 import type { Command, CommandContext } from './commands.js';
 import { formatTable, help, shortDigest } from './format.js';
@@ -25,6 +22,14 @@ function sessionOptions(v: Values): { root?: string; tlsVerify?: boolean } {
     ...(v.root ? { root: v.root } : {}),
     ...(v['tls-verify'] === 'false' ? { tlsVerify: false } : {}),
   };
+}
+
+// the runtime is loaded only by the commands that use it (every `stratum` run pays for what
+// the CLI imports statically)
+const ops = () => import('../ops/run.js');
+
+async function withContainers<T>(opts: ContainerOpOptions, fn: (c: Containers) => Promise<T>): Promise<T> {
+  return (await ops()).withContainers(opts, fn);
 }
 
 function printJson(ctx: CommandContext, v: unknown): void {
@@ -211,10 +216,13 @@ const runCommand: Command = {
     if (v.pull !== undefined && v.pull !== 'missing' && v.pull !== 'never') {
       throw new UsageError(`--pull takes missing or never, not ${JSON.stringify(v.pull)}`);
     }
+    const { parseEnvFile } = await import('../runtime/containers.js');
+    const { parseByteSize } = await import('../runtime/spec.js');
+    const { parseVolumeSpec } = await import('../runtime/volumes.js');
     const env: string[] = [];
     for (const f of v['env-file'] ?? []) env.push(...parseEnvFile(await readFile(f, 'utf8')));
     env.push(...(v.env ?? []));
-    let volumes: ReturnType<typeof parseVolumeSpec>[];
+    let volumes: VolumeSpec[];
     let memory: number | undefined;
     let platform: ReturnType<typeof parsePlatform> | undefined;
     try {
@@ -233,6 +241,7 @@ const runCommand: Command = {
       throw new UsageError('--cpus takes a positive number (e.g. 0.5)');
     }
     const stdin = !v.interactive ? 'ignore' : stdinOf(ctx);
+    const { runImage } = await ops();
     try {
       const r = await runImage(image, {
         ...sessionOptions(v),
@@ -294,6 +303,7 @@ const psCommand: Command = {
         '\n  -a, --all    every container, not only running ones\n  -q, --quiet  ids only\n',
       );
     const list = await withContainers(sessionOptions(v), (c) => c.list({ all: v.all ?? false }));
+    const { commandLine } = await import('../runtime/commit.js');
     if (v.json) {
       printJson(
         ctx,
@@ -495,6 +505,7 @@ const commitCommand: Command = {
       );
     }
     const [container, name] = p.positionals as [string, string | undefined];
+    const { commit } = await ops();
     const r = await commit(container, name, {
       ...sessionOptions(v),
       ...(v.message !== undefined ? { comment: v.message } : {}),
