@@ -117,17 +117,36 @@ export class RootWriter {
   }
 
   /**
+   * The host path to write container path `dest` at (its parent created): an existing symlink
+   * there is followed inside the root, as docker does, when it leads to what is being written
+   * (a directory for a directory, a file or nothing for a file); otherwise it is replaced.
+   */
+  async #target(dest: string, type: SourceEntry['type'], parentOwner: Owner, mtime?: Date): Promise<string> {
+    const clean = posix.normalize(`/${dest}`);
+    const parentHost = await this.mkdirp(posix.dirname(clean), parentOwner, mtime);
+    const host = join(parentHost, posix.basename(clean));
+    const st = await lstat(host).catch(() => undefined);
+    if (!st?.isSymbolicLink() || (type !== 'directory' && type !== 'file')) return host;
+    const real = await this.resolve(clean, { followLast: true });
+    const tst = await lstat(real.host).catch(() => undefined);
+    if (type === 'directory' && tst?.isDirectory()) return real.host;
+    if (type === 'file' && (tst === undefined || tst.isFile())) {
+      const parent = await this.mkdirp(posix.dirname(real.path), parentOwner, mtime);
+      return join(parent, posix.basename(real.path));
+    }
+    return host;
+  }
+
+  /**
    * Write one source entry at container path `dest` (its parent must exist or is created).
-   * Directories: created if missing (mode kept), their metadata set by `finishDirs`.
+   * Directories: created if missing (mode kept); `touchDir` sets their mtime afterwards.
    */
   async put(
     entry: SourceEntry,
     dest: string,
     opts: { owner: Owner; chmod?: number; parentOwner: Owner; mtime?: Date },
   ): Promise<void> {
-    const parent = posix.dirname(posix.normalize(`/${dest}`));
-    const parentHost = await this.mkdirp(parent, opts.parentOwner, opts.mtime);
-    const host = join(parentHost, posix.basename(dest));
+    const host = await this.#target(dest, entry.type, opts.parentOwner, opts.mtime);
     const mode = opts.chmod ?? entry.mode;
     const time = new Date(entry.mtimeMs);
     switch (entry.type) {
@@ -165,9 +184,7 @@ export class RootWriter {
     dest: string,
     opts: { owner: Owner; mode: number; parentOwner: Owner; mtime: Date },
   ): Promise<void> {
-    const parent = posix.dirname(posix.normalize(`/${dest}`));
-    const parentHost = await this.mkdirp(parent, opts.parentOwner, opts.mtime);
-    const host = join(parentHost, posix.basename(dest));
+    const host = await this.#target(dest, 'file', opts.parentOwner, opts.mtime);
     await this.#clear(host, false);
     await writeFile(host, bytes, { flag: 'wx', mode: 0o600 });
     await lchown(host, opts.owner.uid, opts.owner.gid);

@@ -87,7 +87,11 @@ describe('buildImage with a registry', { skip }, () => {
     assert.deepEqual(pulled, [base]);
     assert.deepEqual(r.tags, ['docker.io/library/app:1']);
     assert.equal(r.pushed?.descriptor.digest, r.manifest.digest);
-    const { stdout } = await exec('skopeo', ['inspect', '--tls-verify=false', `docker://${registry.host}/app:1`]);
+    const { stdout } = await exec('skopeo', [
+      'inspect',
+      '--tls-verify=false',
+      `docker://${registry.host}/app:1`,
+    ]);
     assert.equal((JSON.parse(stdout) as { Digest: string }).Digest, r.manifest.digest);
 
     // without pulling, a missing base image is an error that says what to do
