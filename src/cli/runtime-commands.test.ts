@@ -196,6 +196,19 @@ describe('container commands', { skip }, () => {
     assert.match(gone.stderr, /no container "bg1" \(by name or id\) \[ERR_NOT_FOUND\]/);
   });
 
+  it('run -d --rm: the monitor removes the container when it exits', async () => {
+    const d = stratum(['run', '-d', '--rm', IMAGE, 'sh', '-c', 'echo bye']);
+    assert.equal(d.code, 0, d.stderr);
+    const id = d.stdout.trim();
+    let left = stratum(['ps', '-aq', '--no-trunc']).stdout;
+    for (let i = 0; i < 200 && left.includes(id); i++) {
+      await new Promise((res) => setTimeout(res, 50));
+      left = stratum(['ps', '-aq', '--no-trunc']).stdout;
+    }
+    assert.equal(left.includes(id), false);
+    assert.equal(existsSync(join(root, 'containers', id)), false);
+  });
+
   it('kill -9 of a running `stratum run` leaves nothing that `rm -f` cannot clean', async (t) => {
     t.after(() => {
       stratum(['rm', '-f', 'k9']);

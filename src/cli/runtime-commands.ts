@@ -205,8 +205,6 @@ const runCommand: Command = {
     const v = p.values;
     if (v.help) return help(ctx, this, RUN_DETAIL);
     const image = p.positionals[0] as string;
-    if (v.detach && v.rm)
-      throw new UsageError('--rm and --detach together are not supported yet: remove it with stratum rm');
     if (v.detach && v.tty) throw new UsageError('a detached container cannot have a terminal (-t) here');
     if (v.detach && v.interactive) throw new UsageError('a detached container cannot read stdin (-i)');
     const network = v.network ?? 'none';
@@ -242,6 +240,17 @@ const runCommand: Command = {
     }
     const stdin = !v.interactive ? 'ignore' : stdinOf(ctx);
     const { runImage } = await ops();
+    // this command owns SIGINT/SIGTERM: until the container exists they cancel its creation
+    // (which cleans up); after that, start() forwards them to the container
+    const creating = new AbortController();
+    let created = false;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (!created) creating.abort(new StratumError('ERR_ABORTED', `cancelled by ${sig}`));
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const onAbort = () => creating.abort(ctx.signal.reason);
+    ctx.signal.addEventListener('abort', onAbort, { once: true });
     try {
       const r = await runImage(image, {
         ...sessionOptions(v),
@@ -269,8 +278,11 @@ const runCommand: Command = {
         stdin,
         stdout: ctx.stdout,
         stderr: ctx.stderr,
-        signal: ctx.signal,
+        signal: creating.signal,
         forwardSignals: true,
+        onCreated: () => {
+          created = true;
+        },
         onPull: (name) => {
           if (!v.quiet) ctx.stderr.write(`Unable to find image ${name} locally: pulling it\n`);
         },
@@ -282,6 +294,10 @@ const runCommand: Command = {
       return r.exitCode ?? 0;
     } catch (e) {
       return reportStartFailure(ctx, 'run', e);
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      ctx.signal.removeEventListener('abort', onAbort);
     }
   },
 };

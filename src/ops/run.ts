@@ -41,6 +41,8 @@ export interface RunImageOptions
   readonly platform?: Platform;
   /** Told before a pull starts. */
   readonly onPull?: (image: string) => void;
+  /** Told once the container exists, right before it starts. */
+  readonly onCreated?: (container: ContainerRecord) => void;
 }
 
 export interface RunImageResult extends Partial<ExitResult> {
@@ -109,6 +111,7 @@ export async function runImage(image: string, opts: RunImageOptions = {}): Promi
     const found = await storeImage(session, image, opts);
     const containers = await openContainers(session, opts);
     const container = await containers.create({ ...opts, image: found.image, imageName: found.name });
+    opts.onCreated?.(container);
     if (opts.detach) {
       try {
         return { id: container.id, container: await containers.startDetached(container.id) };

@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { StratumError } from '../errors/errors.js';
 import { tempDir } from '../testing/tmp.js';
-import { containerCgroupDirs } from './cgroups.js';
-import { type ProcessRunOptions, runProcess, signalOfExitCode } from './process.js';
+import { containerCgroupDirs, existingDirs } from './cgroups.js';
+import { type ProcessRunOptions, reapProcesses, runProcess, signalOfExitCode } from './process.js';
 import { Runtime } from './runc.js';
 import { makeBusyboxRootfs, runtimeSkipReason } from './support.test.js';
 
@@ -140,6 +141,54 @@ describe('runProcess', { skip }, () => {
     assert.deepEqual(mine, []);
     // and a run after it still works
     assert.equal((await run(['true'])).exitCode, 0);
+  });
+
+  it('reapProcesses cleans up after a process killed (-9) while its container ran', async (t) => {
+    const { rootfs, runtimeRoot, dir } = await setup(t);
+    const url = new URL('./process.js', import.meta.url).href;
+    const script = `import { runProcess } from ${JSON.stringify(url)};
+await runProcess({ rootfs: ${JSON.stringify(rootfs)}, args: ['sh', '-c', 'echo ready; sleep 1000'], stdout: process.stdout, runtimeRoot: ${JSON.stringify(runtimeRoot)} });`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const exited = new Promise((res) => child.once('exit', res));
+    await new Promise<void>((res, rej) => {
+      child.stdout.on('data', (c: Buffer) => {
+        if (c.toString().includes('ready')) res();
+      });
+      void exited.then(() => rej(new Error('the child exited before its container was ready')));
+    });
+    child.kill('SIGKILL');
+    await exited;
+    const runtime = await Runtime.open(runtimeRoot);
+    const left = await runtime.list();
+    assert.equal(left.length, 1);
+    const id = left[0]?.id ?? '';
+    assert.ok(id.startsWith(`proc-${child.pid}-`));
+    const cgroups = await containerCgroupDirs(id);
+    assert.notDeepEqual(await existingDirs(cgroups), []);
+    // a live process's container (this one's) is not touched
+    const ac = new AbortController();
+    const mineReady = new PassThrough();
+    const mine = runProcess({
+      rootfs,
+      args: ['sh', '-c', 'echo ready; sleep 1000'],
+      stdout: mineReady,
+      runtimeRoot,
+      signal: ac.signal,
+    }).catch((e: unknown) => e);
+    await new Promise<void>((res) => mineReady.once('data', () => res()));
+    assert.deepEqual(await reapProcesses({ runtimeRoot }), [id]);
+    const live = await runtime.list();
+    assert.deepEqual(
+      live.map((c) => c.id.startsWith(`proc-${process.pid}-`)),
+      [true],
+    );
+    ac.abort();
+    assert.equal(((await mine) as StratumError).code, 'ERR_ABORTED');
+    assert.deepEqual(await runtime.list(), []);
+    assert.deepEqual(await readdir(join(dir, 'state', 'bundles')), []);
+    assert.deepEqual(await existingDirs(cgroups), []);
   });
 
   it('says when the command does not exist, or the runtime is missing', async (t) => {

@@ -13,13 +13,15 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { resolveUserInRootfs } from '../bundle/user.js';
 import { abortError, StratumError } from '../errors/errors.js';
+import { pidInName, processAlive } from '../layout/liveness.js';
+import { removeCgroups } from './cgroups.js';
 import { DEFAULT_RUNTIME_ROOT, Runtime } from './runc.js';
 import { containerSpec, type Resources, serializeSpec } from './spec.js';
 
@@ -212,4 +214,35 @@ function forward(from: Readable, to: Writable | undefined): Promise<void> {
     from.once('close', res);
     from.once('error', () => res());
   });
+}
+
+/**
+ * Clean up after runProcess calls whose process died (kill -9) while their container ran:
+ * every `proc-<pid>-*` container of a dead pid in the runtime root is killed and deleted,
+ * its cgroups swept and its bundle directory removed. Returns the ids it cleaned.
+ */
+export async function reapProcesses(
+  opts: { runtimeRoot?: string; runtime?: string } = {},
+): Promise<string[]> {
+  const root = opts.runtimeRoot ?? DEFAULT_RUNTIME_ROOT;
+  const bundles = join(dirname(root), 'bundles');
+  const abandoned = (name: string) => {
+    const pid = pidInName(name, PROCESS_ID_PREFIX);
+    return pid !== undefined && !processAlive(pid);
+  };
+  const reaped = new Set<string>();
+  const runtime = await Runtime.open(root, opts.runtime);
+  for (const c of await runtime.list().catch(() => [])) {
+    if (!abandoned(c.id)) continue;
+    await runtime.kill(c.id, 'KILL', { all: true }).catch(() => {});
+    await runtime.delete(c.id, { force: true }).catch(() => {});
+    reaped.add(c.id);
+  }
+  for (const name of await readdir(bundles).catch(() => [] as string[])) {
+    if (!abandoned(name)) continue;
+    await removeCgroups(name);
+    await rm(join(bundles, name), { recursive: true, force: true });
+    reaped.add(name);
+  }
+  return [...reaped].sort();
 }
