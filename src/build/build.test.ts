@@ -545,6 +545,34 @@ describe('stratum build', { skip }, () => {
     assert.equal((await run(store, ctx)).cacheHits, 0);
   });
 
+  it('FROM scratch; a --from stage named through a stage ARG is built when needed', async (t) => {
+    const { store, ctx } = await setup(t);
+    await files(ctx, {
+      Dockerfile: [
+        'FROM busybox AS tools',
+        'RUN echo tool > /tool',
+        'FROM scratch',
+        'ARG SRC=tools',
+        'COPY --from=$SRC /tool /bin/tool',
+        'COPY f.txt /',
+      ].join('\r\n'),
+      'f.txt': 'f\n',
+    });
+    const r = await run(store, ctx);
+    const { config, layers } = await configOf(store, r);
+    assert.equal(layers.length, 2);
+    assert.deepEqual(config.config?.Env, [
+      'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    ]);
+    assert.equal(r.steps, 4, 'RUN (the tools stage, built on demand), ARG, two COPYs');
+    const bundle = join(ctx, '..', 'scratch-bundle');
+    await store.tag(r.manifest, 'docker.io/library/scratch-test:1');
+    await exec('umoci', ['unpack', '--image', `${store.root}:docker.io/library/scratch-test:1`, bundle]);
+    const rootfs = join(bundle, 'rootfs');
+    assert.equal(await readFile(join(rootfs, 'bin/tool'), 'utf8'), 'tool\n');
+    assert.equal(await readFile(join(rootfs, 'f.txt'), 'utf8'), 'f\n');
+  });
+
   it('the build command: -q prints the image id, --json prints events and a result', async (t) => {
     const { root, ctx } = await setup(t);
     await files(ctx, { Dockerfile: 'FROM busybox\nRUN echo out > /o\nCMD ["cat", "/o"]\n' });

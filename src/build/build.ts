@@ -478,7 +478,7 @@ class Builder {
     }
     const stages = this.#needed(target);
     this.#count = stages.reduce((n, s) => n + 1 + s.instructions.length, 0);
-    for (const s of stages) await this.#buildStage(s);
+    for (const s of stages) if (!this.#states.has(s.index)) await this.#buildStage(s);
     const unused = Object.keys(this.#o.buildArgs ?? {}).filter(
       (k) => !this.#usedArgs.has(k) && !PROXY_ARGS.includes(k),
     );
@@ -549,6 +549,15 @@ class Builder {
     };
   }
 
+  /** A stage's final state, building it first if no one needed it yet (a --from named through a stage ARG). */
+  async #built(stage: Stage): Promise<State> {
+    const have = this.#states.get(stage.index);
+    if (have) return have;
+    this.#count += 1 + stage.instructions.length;
+    await this.#buildStage(stage);
+    return this.#states.get(stage.index) as State;
+  }
+
   async #buildStage(stage: Stage): Promise<void> {
     const ins = stage.from;
     const meta = this.#metaEnv();
@@ -577,8 +586,7 @@ class Builder {
       cmdSet: false,
     };
     if (dep) {
-      const d = this.#states.get(dep.index);
-      if (!d) throw fail(ins.where, `stage ${imageWord} was not built`);
+      const d = await this.#built(dep);
       state = {
         ...base,
         platform: d.platform,
@@ -1053,8 +1061,7 @@ class Builder {
     let layers: SnapshotLayer[];
     let key: unknown;
     if (dep) {
-      const st = this.#states.get(dep.index);
-      if (!st) throw fail(ins.where, `stage ${name} was not built`);
+      const st = await this.#built(dep);
       layers = st.layers;
       key = { stage: st.key };
     } else {

@@ -91,9 +91,9 @@ function splitHeredocs(raw: string, where: string): { command: string; heredocs:
     const body: string[] = [];
     let closed = false;
     while (lines.length > 0) {
-      const line = lines.shift() as string;
+      const line = (lines.shift() as string).replace(/\r$/, '');
       const l = strip ? line.replace(/^\t+/, '') : line;
-      if (l.replace(/\r$/, '') === name) {
+      if (l === name) {
         closed = true;
         break;
       }
