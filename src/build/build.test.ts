@@ -79,6 +79,7 @@ async function setup(t: { after: (fn: () => Promise<void>) => void }): Promise<{
           content: 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1001::/home/user:/bin/sh\n',
         },
         { path: 'etc/group', content: 'root:x:0:\nusers:x:1001:\n' },
+        { path: 'etc/hosts', content: '127.0.0.1 localhost image-hosts\n' },
         { path: 'proc/', type: 'directory' },
         { path: 'sys/', type: 'directory' },
         { path: 'dev/', type: 'directory' },
@@ -541,7 +542,17 @@ describe('stratum build', { skip }, () => {
     assert.equal(pruned.removed, 1);
     const again = await run(store, ctx);
     assert.deepEqual(hits(again.events), [2], 'the COPY is still cached, the RUN is not');
+    // the work directory of a build killed with -9 (its pid is gone), with a mount left in it
+    const dead = await new Promise<number>((resolve) => {
+      const child = execFile('true');
+      child.on('exit', () => resolve(child.pid as number));
+    });
+    const orphan = join(root, 'build-cache', 'work', `build-${dead}-abcdef`);
+    await mkdir(join(orphan, 'step-1', 'merged'), { recursive: true });
+    await exec('mount', ['-t', 'tmpfs', 'tmpfs', join(orphan, 'step-1', 'merged')]);
     assert.ok((await pruneBuildCache(root)).removed >= 2);
+    assert.equal(existsSync(orphan), false);
+    assert.deepEqual(await mountsUnder(root), []);
     assert.equal((await run(store, ctx)).cacheHits, 0);
   });
 

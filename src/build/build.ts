@@ -24,7 +24,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
+import { lstat, mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { resolveUserInRootfs } from '../bundle/user.js';
@@ -36,11 +36,10 @@ import { formatPlatform, hostPlatform } from '../image/platform.js';
 import { writeImage } from '../image/write.js';
 import { applyLayer } from '../layer/apply.js';
 import { diffOverlayUpper } from '../layer/diff.js';
-import { pidInName, processAlive } from '../layout/liveness.js';
 import type { Store } from '../layout/store.js';
 import { formatReference, parseNormalizedReference, withDefaultTag } from '../reference/reference.js';
 import { runProcess } from '../runtime/process.js';
-import { mountOverlay, mountsUnder, unmount } from '../snapshot/overlay.js';
+import { mountOverlay, unmount } from '../snapshot/overlay.js';
 import { type SnapshotLayer, Snapshots } from '../snapshot/snapshots.js';
 import { isIndexMediaType, MediaType } from '../spec/media-types.js';
 import type {
@@ -51,7 +50,15 @@ import type {
   ImageConfig,
   Platform,
 } from '../spec/types.js';
-import { BUILD_CACHE_DIR, BuildCache, type CacheEntry, cacheKey } from './cache.js';
+import {
+  BUILD_CACHE_DIR,
+  BUILD_WORK_DIR,
+  BuildCache,
+  type CacheEntry,
+  cacheKey,
+  cleanDeadWork,
+  unmountAll,
+} from './cache.js';
 import { type Dockerfile, type Instruction, parseDockerfile } from './dockerfile.js';
 import { parseDockerignore } from './dockerignore.js';
 import { type LexEnv, LexError, processHeredoc, processWord, processWords } from './shell-lex.js';
@@ -157,7 +164,6 @@ const PROXY_ARGS = [
   'all_proxy',
 ];
 const OUTPUT_TAIL = 8 * 1024;
-const WORK_DIR = 'work';
 
 type MutableConfig = { -readonly [K in keyof ContainerConfig]: ContainerConfig[K] };
 
@@ -631,7 +637,7 @@ class Builder {
     const triggers = state.config.OnBuild ?? [];
     delete state.config.OnBuild;
     this.#states.set(stage.index, state);
-    if (triggers.length > 0 && !dep) {
+    if (triggers.length > 0) {
       this.#count += triggers.length;
       const parsed = parseDockerfile(
         `FROM scratch\n${triggers.join('\n')}\n`,
@@ -1300,24 +1306,6 @@ async function isArchive(path: string): Promise<boolean> {
   }
 }
 
-/** Unmount everything mounted at or below `dir` (latest first). */
-async function unmountAll(dir: string): Promise<void> {
-  for (const m of await mountsUnder(dir).catch(() => [] as string[])) {
-    await unmount(m, { lazy: true }).catch(() => {});
-  }
-}
-
-/** Remove work directories of builds whose process is gone (and their mounts). */
-async function cleanDeadWork(root: string): Promise<void> {
-  for (const name of await readdir(root).catch(() => [] as string[])) {
-    const pid = pidInName(name, 'build-');
-    if (pid === undefined || processAlive(pid)) continue;
-    const dir = join(root, name);
-    await unmountAll(dir);
-    await rm(dir, { recursive: true, force: true }).catch(() => {});
-  }
-}
-
 /** Build the image a Dockerfile describes and write it to the store (tagged with `tags`). */
 export async function build(opts: BuildOptions): Promise<BuildResult> {
   if (opts.signal?.aborted) throw abortError(opts.signal);
@@ -1352,7 +1340,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   }
   const context = await SourceTree.context(opts.context, ignore);
   const snapshots = await Snapshots.open(opts.store.root);
-  const workBase = join(opts.store.root, BUILD_CACHE_DIR, WORK_DIR);
+  const workBase = join(opts.store.root, BUILD_CACHE_DIR, BUILD_WORK_DIR);
   await mkdir(workBase, { recursive: true });
   await cleanDeadWork(workBase);
   const workRoot = join(workBase, `build-${process.pid}-${randomBytes(6).toString('hex')}`);

@@ -14,10 +14,14 @@ import { mkdir, readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Digest, digestBytes, encodedOf, isDigest } from '../digest/digest.js';
 import { writeFileAtomic } from '../internal/fs.js';
+import { pidInName, processAlive } from '../layout/liveness.js';
 import { chainIds } from '../snapshot/chain-id.js';
+import { mountsUnder, unmount } from '../snapshot/overlay.js';
 import type { Descriptor, HistoryEntry } from '../spec/types.js';
 
 export const BUILD_CACHE_DIR = 'build-cache';
+/** Below BUILD_CACHE_DIR: one directory per running build, `build-<pid>-<random>`. */
+export const BUILD_WORK_DIR = 'work';
 const VERSION = 1;
 
 export interface CacheEntry {
@@ -146,6 +150,7 @@ export async function pruneBuildCache(
       removed++;
     }
   }
+  await cleanDeadWork(join(cache.dir, BUILD_WORK_DIR));
   // temp files of dead writers
   for (const n of await readdir(cache.dir).catch(() => [] as string[])) {
     if (n.startsWith('.tmp-')) {
@@ -155,4 +160,22 @@ export async function pruneBuildCache(
     }
   }
   return { removed };
+}
+
+/** Unmount everything mounted at or below `dir` (latest first). */
+export async function unmountAll(dir: string): Promise<void> {
+  for (const m of await mountsUnder(dir).catch(() => [] as string[])) {
+    await unmount(m, { lazy: true }).catch(() => {});
+  }
+}
+
+/** Remove work directories of builds whose process is gone (and their mounts). */
+export async function cleanDeadWork(root: string): Promise<void> {
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    const pid = pidInName(name, 'build-');
+    if (pid === undefined || processAlive(pid)) continue;
+    const dir = join(root, name);
+    await unmountAll(dir);
+    await rm(dir, { recursive: true, force: true }).catch(() => {});
+  }
 }
