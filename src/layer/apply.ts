@@ -25,6 +25,13 @@
 // metadata (mode, owner, mtime) is set at the end, deepest first, so that writing into them
 // does not disturb it and read-only directories can be filled.
 //
+// Overlay form with `lowers` (the snapshots below, topmost first): a hard link to a lower file
+// copies it up, and a directory the layer needs but does not carry takes the lower one's
+// metadata. Both look the path up as overlayfs would — whiteouts, non-directories and opaque
+// directories of higher layers (this one included) hide what is below — so the mounted
+// result equals a plain-form apply. The opaque xattr is read with getfattr, only for the
+// directories a lookup passes through on its way down, once each per apply.
+//
 // What Node cannot do — mknod, setxattr — goes through GNU tar in batches
 // (special-entries.ts): device nodes, fifos, overlay whiteouts, and entries with xattrs.
 //
@@ -33,6 +40,7 @@
 // whatever was at the path has been removed, so no write follows a link; hard link targets
 // are checked the same way; the root itself can only be changed by a directory entry.
 
+import { spawnSync } from 'node:child_process';
 import {
   chmodSync,
   closeSync,
@@ -57,6 +65,7 @@ import {
   unlinkSync,
   writeSync,
 } from 'node:fs';
+import { resolve } from 'node:path';
 import { pipeline, type Readable, Transform } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { type Compression, decompressStream, peekCompression } from '../compression/compression.js';
@@ -67,10 +76,13 @@ import { SpecialEntries, type SpecialEntry } from './special-entries.js';
 import { type TarHeader, TarReader, type TarSink } from './tar-reader.js';
 import {
   classifyWhiteout,
+  isOverlayOpaqueValue,
+  isOverlayWhiteout,
   OVERLAY_OPAQUE_VALUE,
   OVERLAY_OPAQUE_XATTR,
   WHITEOUT_META_PREFIX,
 } from './whiteout.js';
+import { getfattrPath, parseGetfattr } from './xattr-read.js';
 
 /** The on-disk form of the result: a plain merged tree, or an overlayfs upper directory. */
 export type LayerForm = 'plain' | 'overlay';
@@ -99,9 +111,12 @@ export interface ApplyOptions {
   /** Names starting with `/`: 'reject' (default, ERR_UNSAFE_PATH) or 'strip' (relative to root). */
   readonly absoluteNames?: AbsoluteNames;
   /**
-   * Overlay form: the lower layers' directories, topmost first. Used for hard links to files
-   * of lower layers (the file is copied up) and for the metadata of directories this layer
-   * needs but does not carry. Without them such a hard link is an error.
+   * Overlay form: the lower layers' directories (overlay-form uppers), topmost first. Used for
+   * hard links to files of lower layers (the file is copied up) and for the metadata of
+   * directories this layer needs but does not carry. Without them such a hard link is an
+   * error. They are looked up as overlayfs would (whiteouts, opaque directories), so the
+   * merged result equals a plain-form apply; as root, reading the opaque xattr needs getfattr
+   * (package attr).
    */
   readonly lowers?: readonly string[];
   /** Refuse (ERR_TOO_LARGE) a layer whose tar, or whose files' sizes, add up to more bytes. */
@@ -454,9 +469,17 @@ class Applier implements TarSink {
   #stopped = false;
   /** Overlay form: directories made where this layer's whiteout device stood. */
   readonly #replacedWhiteouts = new Set<string>();
+  /** Overlay form: the lower layers' absolute paths ('' for /), topmost first. */
+  readonly #lowers: readonly string[];
+  /** Overlay form: which lower directories (absolute paths) are opaque, as far as read. */
+  readonly #lowerOpaque = new Map<string, boolean>();
 
   constructor(root: string, opts: ApplyOptions) {
     this.#opts = opts;
+    this.#lowers = (opts.lowers ?? []).map((l) => {
+      const abs = resolve(l);
+      return abs === '/' ? '' : abs;
+    });
     this.#safe = new SafeRoot(root, isRoot ? undefined : (rel, st) => this.#writable(rel, st));
     this.#overlay = opts.form === 'overlay';
     this.#owner = opts.owner ?? (isRoot ? 'preserve' : 'caller');
@@ -985,6 +1008,11 @@ class Applier implements TarSink {
       } catch (e) {
         if (errno(e) !== 'ENOENT' && errno(e) !== 'ENOTDIR') throw e;
       }
+      if (this.#whiteoutDevices.has(target)) {
+        // this layer's whiteout: the target is gone (#hardlinkFromLower says so)
+        st = undefined;
+        source = undefined;
+      }
     }
     if (st?.isDirectory()) {
       throw new UnsafePathError(h.name, `its hard link target ${JSON.stringify(h.linkname)} is a directory`);
@@ -1022,6 +1050,9 @@ class Applier implements TarSink {
         }`,
       );
     if (!this.#overlay || !this.#opts.lowers) throw missing();
+    // first: this layer may have whited the target out since it copied it up
+    const found = this.#lowerLookup(target);
+    if (found === undefined) throw missing();
     const copied = this.#copiedUp.get(target);
     const abs = this.#safe.abs(rel);
     const { existed } = this.#clear(rel, 'hardlink');
@@ -1030,8 +1061,6 @@ class Applier implements TarSink {
       this.#markWritten(rel, 'hardlink', this.#written.get(copied)?.size ?? 0, existed);
       return;
     }
-    const found = this.#lowerLookup(target);
-    if (found === undefined) throw missing();
     const st = found.st;
     if (st.isDirectory()) {
       throw new UnsafePathError(h.name, `its hard link target ${JSON.stringify(h.linkname)} is a directory`);
@@ -1064,39 +1093,74 @@ class Applier implements TarSink {
   }
 
   /**
-   * Find `rel` in the lower layers (topmost first), walking each without following symlinks.
-   * A whiteout (0/0 device) or a non-directory on the way hides everything further down.
+   * What the layers below this one show at `rel`, by overlayfs's lookup rules, or undefined
+   * when nothing does. This layer's upper comes first: its whiteouts, the non-directories it
+   * wrote on the way and the directories it made opaque hide the lowers (its own entry at
+   * `rel` is not the answer: callers look there themselves). Then each lower, topmost first,
+   * walked without following symlinks: a whiteout (0/0 device) or a non-directory on the way
+   * hides everything further down, and a directory on the way that is opaque
+   * (trusted.overlay.opaque=y) hides the layers below its own. So an answer found in a lower
+   * stands only if no directory the walk passed through in the lowers above it is opaque:
+   * their xattrs are read (opaqueDirsAmong) only then, in one go, and remembered per apply.
    */
   #lowerLookup(rel: string): { path: string; st: Stats } | undefined {
+    if (this.#lowers.length === 0 || rel === '' || this.#upperHides(rel)) return undefined;
     const parts = rel.split('/');
-    for (const lower of this.#opts.lowers ?? []) {
+    const passed: string[] = []; // directories of the lowers the walk went through
+    layers: for (const lower of this.#lowers) {
+      const mine = [lower === '' ? '/' : lower];
       let path = lower;
-      let st: Stats | undefined;
-      let hidden = false;
       for (let i = 0; i < parts.length; i++) {
         path = `${path}/${parts[i]}`;
+        let st: Stats;
         try {
           st = lstatSync(path);
         } catch (e) {
           if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') {
-            st = undefined;
-            break;
+            for (const d of mine) passed.push(d);
+            continue layers;
           }
           throw e;
         }
-        if (st.isCharacterDevice() && st.rdev === 0) {
-          hidden = true;
-          break;
-        }
-        if (i < parts.length - 1 && !st.isDirectory()) {
-          hidden = true;
-          break;
-        }
+        if (isOverlayWhiteout(st)) return undefined;
+        if (i === parts.length - 1) return this.#anyOpaque(passed) ? undefined : { path, st };
+        if (!st.isDirectory()) return undefined;
+        mine.push(path);
       }
-      if (hidden) return undefined;
-      if (st !== undefined) return { path, st };
     }
     return undefined;
+  }
+
+  /** Whether this layer's upper hides the lowers' `rel` (see #lowerLookup). */
+  #upperHides(rel: string): boolean {
+    if (this.#whiteoutDevices.has(rel) || this.#replacedWhiteouts.has(rel)) return true;
+    if (this.#opaqueDirs.has('')) return true;
+    for (let i = rel.indexOf('/'); i !== -1; i = rel.indexOf('/', i + 1)) {
+      const dir = rel.slice(0, i);
+      if (!this.#safe.known(dir)) {
+        let st: Stats;
+        try {
+          st = lstatSync(this.#safe.abs(dir));
+        } catch (e) {
+          if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') return false; // nothing of ours there
+          throw e;
+        }
+        if (!st.isDirectory()) return true; // a whiteout, or a file this layer wrote
+      }
+      if (this.#opaqueDirs.has(dir)) return true;
+    }
+    return false;
+  }
+
+  /** Whether any of these lower directories (absolute paths) is opaque. */
+  #anyOpaque(dirs: readonly string[]): boolean {
+    if (dirs.length === 0) return false;
+    const unknown = dirs.filter((d) => !this.#lowerOpaque.has(d));
+    if (unknown.length > 0) {
+      const opaque = opaqueDirsAmong(unknown);
+      for (const d of unknown) this.#lowerOpaque.set(d, opaque.has(d));
+    }
+    return dirs.some((d) => this.#lowerOpaque.get(d) === true);
   }
 
   #device(h: TarHeader, rel: string): void | Promise<void> {
@@ -1319,6 +1383,66 @@ class Applier implements TarSink {
     }
     this.#special.destroy();
   }
+}
+
+/** Bytes of paths per getfattr run (the kernel allows 2 MiB of arguments for one exec, at least). */
+const GETFATTR_ARG_BYTES = 128 * 1024;
+const OPAQUE_XATTR_PATTERN = `^${OVERLAY_OPAQUE_XATTR.replaceAll('.', '\\.')}$`;
+
+/**
+ * Which of `dirs` (absolute paths of lower directories) are opaque: trusted.overlay.opaque=y.
+ * Node cannot read xattrs, so getfattr (package attr) reads them, every directory of a lookup
+ * in one run (a run costs about 2.5 ms on this project's VM; one per directory would add up),
+ * synchronously, as the rest of the apply's file system work is. Without root trusted.* can be
+ * neither read nor set — a rootless apply made no opaque directory — so nothing is opaque.
+ */
+function opaqueDirsAmong(dirs: readonly string[]): Set<string> {
+  const out = new Set<string>();
+  if (!isRoot || dirs.length === 0) return out;
+  const why = "cannot tell whether the lower layers' directories are opaque (xattr trusted.overlay.opaque)";
+  const program = getfattrPath();
+  if (program === undefined) {
+    throw new StratumError(
+      'ERR_UNSUPPORTED',
+      `${why}: the getfattr program was not found; install the attr package (apt-get install attr)`,
+    );
+  }
+  for (let start = 0; start < dirs.length; ) {
+    let end = start;
+    for (let bytes = 0; end < dirs.length && (end === start || bytes < GETFATTR_ARG_BYTES); end++) {
+      bytes += Buffer.byteLength(dirs[end] as string) + 1;
+    }
+    const batch = dirs.slice(start, end);
+    start = end;
+    const r = spawnSync(
+      program,
+      ['-h', '-d', '-m', OPAQUE_XATTR_PATTERN, '-e', 'hex', '--absolute-names', '--', ...batch],
+      { encoding: 'latin1', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } },
+    );
+    if (r.error !== undefined) {
+      throw new StratumError('ERR_UNSUPPORTED', `${why}: getfattr did not run: ${r.error.message}`, {
+        cause: r.error,
+      });
+    }
+    if (r.status !== 0) {
+      // a directory gone in between is not opaque; anything else is an error
+      const problems = r.stderr
+        .split('\n')
+        .filter((line) => line !== '' && !line.endsWith('No such file or directory'));
+      if (r.status === null || problems.length > 0) {
+        const detail = problems.slice(0, 3).join('; ') || `killed by ${r.signal}`;
+        throw new StratumError('ERR_UNSUPPORTED', `${why}: getfattr failed: ${detail}`);
+      }
+    }
+    const found = parseGetfattr(r.stdout, '/');
+    for (const d of batch) {
+      const xattrs = found.get(Buffer.from(d).toString('latin1').slice(1));
+      if (xattrs?.some(([name, value]) => name === OVERLAY_OPAQUE_XATTR && isOverlayOpaqueValue(value))) {
+        out.add(d);
+      }
+    }
+  }
+  return out;
 }
 
 function depth(rel: string): number {
