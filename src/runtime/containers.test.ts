@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { lstat, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -118,6 +118,18 @@ describe('containers', { skip }, () => {
     const names = execFileSync('tar', ['-tzf', blob], { encoding: 'utf8' }).split('\n').filter(Boolean);
     assert.ok(names.includes('bin/.wh.wget'), names.join(' '));
     assert.ok(names.includes('etc/added'), names.join(' '));
+    // etc/ (copied up from the init layer) keeps the image's mode and owner (its mtime is
+    // the container's: it wrote into etc/)
+    const x = join(dir, 'extracted');
+    await mkdir(x);
+    execFileSync('tar', ['-xzf', blob, '-C', x]);
+    const baseEtc = await containers(async (c) =>
+      lstat(join(c.snapshots.dirOf((await c.inspect('writer')).chainIds[0] as never), 'etc')),
+    );
+    const layerEtc = await lstat(join(x, 'etc'));
+    assert.equal(baseEtc.mode & 0o7777, 0o775);
+    assert.equal(layerEtc.mode, baseEtc.mode);
+    assert.equal(layerEtc.uid, baseEtc.uid);
     const cfg = JSON.parse(
       await readFile(join(root, 'blobs', 'sha256', cm.config.digest.slice('sha256:'.length)), 'utf8'),
     ) as { rootfs: { diff_ids: string[] }; history: { created_by?: string; comment?: string }[] };
@@ -339,6 +351,31 @@ describe('containers', { skip }, () => {
         [],
       ),
     );
+  });
+
+  it('a creation cut short by a dead process shows as dead, and is removed with its mounts and hold', async () => {
+    const c0 = await withContainers({ root }, async (c) => {
+      const { storeImage } = await import('../ops/run.js');
+      const { Session } = await import('../ops/session.js');
+      const session = new Session({ root });
+      try {
+        const { image, name } = await storeImage(session, IMAGE);
+        return await c.create({ image, imageName: name, command: ['true'], name: 'half' });
+      } finally {
+        await session.close();
+      }
+    });
+    const dead = spawnSync('true').pid;
+    await containers(async (c) => {
+      await c.records.update(c0.id, (r) => ({ ...r, status: 'creating', creatorPid: dead }));
+      assert.equal((await c.inspect('half')).state, 'dead');
+      assert.notDeepEqual(await mountsUnder(c.dirOf(c0.id)), []);
+      assert.equal((await c.snapshots.holders()).has(c0.id), true);
+      await c.remove('half');
+      assert.deepEqual(await mountsUnder(c.dirOf(c0.id)), []);
+      assert.equal((await c.snapshots.holders()).has(c0.id), false);
+      assert.equal(existsSync(c.dirOf(c0.id)), false);
+    });
   });
 
   it('a command that does not exist fails to start with ERR_RUNTIME, and the record says so', async () => {

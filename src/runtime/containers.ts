@@ -27,7 +27,19 @@
 
 import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process';
 import { closeSync, createWriteStream, existsSync, openSync } from 'node:fs';
-import { copyFile, mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  chown,
+  copyFile,
+  lstat,
+  mkdir,
+  open,
+  readFile,
+  rm,
+  stat,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -315,7 +327,7 @@ export class Containers {
       );
       await this.snapshots.hold(id, chain.chainIds);
       for (const d of ['upper', 'work', 'merged', 'init']) await mkdir(join(dir, d), { mode: 0o755 });
-      await this.#writeInitLayer(join(dir, 'init'), hostname, network);
+      await this.#writeInitLayer(join(dir, 'init'), hostname, network, [...chain.dirs].reverse());
       opts.signal?.throwIfAborted();
       await mountOverlay({
         lowers: [join(dir, 'init'), ...[...chain.dirs].reverse()],
@@ -325,7 +337,13 @@ export class Containers {
       });
       const merged = join(dir, 'merged');
       const userSpec = opts.user ?? c.User ?? '';
-      const execUser = await resolveUserInRootfs(merged, userSpec);
+      const execUser = await resolveUserInRootfs(merged, userSpec).catch((e: unknown) => {
+        throw new StratumError(
+          'ERR_INVALID_ARGUMENT',
+          `cannot run as user ${JSON.stringify(userSpec)}: ${(e as Error).message.replace(/^image config: User "[^"]*": /, '')}`,
+          { cause: e },
+        );
+      });
       // the image's Env, PATH and HOME the way bundle/runtime-config.ts resolves them
       const base = buildRuntimeConfig(
         { ...config, config: { ...c, Entrypoint: entrypoint, Cmd: cmd } },
@@ -336,7 +354,13 @@ export class Containers {
       );
       setEnv(processEnv, `HOSTNAME=${hostname}`);
       for (const e of env) setEnv(processEnv, e);
-      const cwd = opts.workdir || c.WorkingDir || '/';
+      // an old image's relative WorkingDir is taken from the root, as docker does
+      const imageCwd = c.WorkingDir
+        ? c.WorkingDir.startsWith('/')
+          ? c.WorkingDir
+          : `/${c.WorkingDir}`
+        : '/';
+      const cwd = opts.workdir || imageCwd;
       const mounts: { source: string; destination: string; readOnly?: boolean }[] = [];
       for (const v of volumes) {
         const source = v.type === 'volume' ? (await this.volumes.create(v.source)).path : v.source;
@@ -383,9 +407,27 @@ export class Containers {
     }
   }
 
-  async #writeInitLayer(init: string, hostname: string, network: 'none' | 'host'): Promise<void> {
+  async #writeInitLayer(
+    init: string,
+    hostname: string,
+    network: 'none' | 'host',
+    lowersTopFirst: readonly string[],
+  ): Promise<void> {
     const etc = join(init, 'etc');
     await mkdir(etc, { mode: 0o755 });
+    let etcTimes: { atime: Date; mtime: Date } | undefined;
+    // the init layer's etc/ is the one the overlay shows (and copies up): give it the image's
+    // owner, mode and time, so that a commit does not change them
+    for (const lower of lowersTopFirst) {
+      const st = await lstat(join(lower, 'etc')).catch(() => undefined);
+      if (!st) continue;
+      if (st.isDirectory()) {
+        await chown(etc, st.uid, st.gid);
+        await chmod(etc, st.mode & 0o7777);
+        etcTimes = st;
+      }
+      break;
+    }
     await writeFile(join(etc, 'hostname'), `${hostname}\n`, { mode: 0o644 });
     if (network === 'host') {
       await copyFile('/etc/hosts', join(etc, 'hosts')).catch(() =>
@@ -402,6 +444,7 @@ export class Containers {
       );
       await writeFile(join(etc, 'resolv.conf'), '# no network (--network none)\n', { mode: 0o644 });
     }
+    if (etcTimes) await utimes(etc, etcTimes.atime, etcTimes.mtime);
   }
 
   // ---- start --------------------------------------------------------------------------
@@ -584,6 +627,7 @@ export class Containers {
     const child = spawn(process.execPath, [script, this.storeRoot, r.id], {
       detached: true,
       stdio: ['ignore', 'pipe', 'ignore'],
+      cwd: '/', // never pin the caller's working directory (a mount) for the container's life
     });
     const line = await new Promise<string>((res) => {
       let buf = '';

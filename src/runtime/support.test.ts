@@ -45,6 +45,8 @@ export async function makeBusyboxRootfs(dir: string): Promise<string> {
   for (const a of busyboxApplets()) await symlink('busybox', join(dir, 'bin', a)).catch(() => {});
   await writeFile(join(dir, 'etc', 'passwd'), PASSWD);
   await writeFile(join(dir, 'etc', 'group'), GROUP);
+  // not mkdir's usual mode: whether the image's metadata survives (or not) is visible
+  await chmod(join(dir, 'etc'), 0o775);
   return dir;
 }
 
