@@ -14,6 +14,7 @@ import { promisify } from 'node:util';
 import { COMMANDS } from '../cli/commands.js';
 import { isStratumError } from '../errors/errors.js';
 import { Image } from '../image/image.js';
+import { makeTarball, file as tarFile, symlink as tarSymlink } from '../layer/apply-fixtures.js';
 import { openStore, type Store } from '../layout/store.js';
 import { mountsUnder } from '../snapshot/overlay.js';
 import { captureContext } from '../testing/cli.js';
@@ -366,6 +367,37 @@ describe('stratum build', { skip }, () => {
       run(store, ctx, { dockerfileText: 'FROM busybox\nCOPY debug.log /x\n' }),
       /excluded by \.dockerignore/,
     );
+  });
+
+  it('hostile inputs: ADD of a tar that climbs out, a symlink loop in the context, ${X:?} unset', async (t) => {
+    const { store, ctx, root } = await setup(t);
+    const marker = join(root, '..', 'pwned');
+    await writeFile(
+      join(ctx, 'evil.tar'),
+      makeTarball([
+        tarFile('ok.txt', 'fine\n'),
+        tarFile(`../../../../../../../..${marker}`, 'x'),
+        tarSymlink('up', '../../../../../..'),
+        tarFile('up/pwned2', 'x'),
+      ]),
+    );
+    await files(ctx, { Dockerfile: 'FROM busybox\nADD evil.tar /x/\n' });
+    await assert.rejects(run(store, ctx), (e: unknown) => {
+      assert.ok(isStratumError(e));
+      assert.equal(e.code, 'ERR_UNSAFE_PATH');
+      assert.match(e.message, /^\S+Dockerfile:2: /);
+      return true;
+    });
+    assert.equal(existsSync(marker), false);
+    await symlink('loop', join(ctx, 'loop'));
+    await files(ctx, { Dockerfile: 'FROM busybox\nCOPY loop /x\n' });
+    await assert.rejects(run(store, ctx), (e: unknown) => isStratumError(e) && e.code === 'ERR_UNSAFE_PATH');
+    await files(ctx, { Dockerfile: 'FROM busybox\nWORKDIR ${NOPE:?must be set}\n' });
+    await assert.rejects(run(store, ctx), /Dockerfile:2: NOPE: must be set/);
+    await files(ctx, { Dockerfile: 'FROM busybox\nCOPY --chown=ghost Dockerfile /\n' });
+    await assert.rejects(run(store, ctx), /Dockerfile:2: cannot find user "ghost"/);
+    assert.deepEqual(await mountsUnder(root), []);
+    assert.deepEqual(await readdir(join(root, 'build-cache', 'work')), []);
   });
 
   it('a failing RUN shows its output and exit code, and leaves no tag, mount or work directory', async (t) => {

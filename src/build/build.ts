@@ -30,7 +30,7 @@ import { Readable, Writable } from 'node:stream';
 import { resolveUserInRootfs } from '../bundle/user.js';
 import type { Target } from '../content/types.js';
 import { type Digest, isDigest } from '../digest/digest.js';
-import { abortError, StratumError } from '../errors/errors.js';
+import { abortError, fromSystemError, isStratumError, StratumError } from '../errors/errors.js';
 import { Image, Index } from '../image/image.js';
 import { formatPlatform, hostPlatform } from '../image/platform.js';
 import { writeImage } from '../image/write.js';
@@ -881,6 +881,8 @@ class Builder {
       let stubs: readonly string[] = [];
       try {
         stubs = (await apply(merged))?.stubs ?? [];
+      } catch (e) {
+        throw located(e, ins.where);
       } finally {
         await unmount(merged).catch(() => unmount(merged, { lazy: true }));
       }
@@ -1284,6 +1286,14 @@ class Builder {
       builtLayers: this.builtLayers,
     };
   }
+}
+
+/** An error of a step, its message starting with the Dockerfile's file and line. */
+function located(e: unknown, where: string): unknown {
+  const err = isStratumError(e) ? e : fromSystemError(e);
+  if (err === undefined || err.message.startsWith(`${where}:`) || err.code === 'ERR_ABORTED') return e;
+  if (err instanceof BuildStepError) return err;
+  return new StratumError(err.code, `${where}: ${err.message}`, { cause: e });
 }
 
 /** Docker layer media types become their OCI twins (same bytes) in the OCI manifest we write. */
