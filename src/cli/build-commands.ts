@@ -2,7 +2,6 @@
 
 import type { BuildEvent } from '../build/build.js';
 import { parsePlatform } from '../image/platform.js';
-import { buildImage } from '../ops/build.js';
 import { parse, UsageError } from './args.js';
 import type { Command } from './commands.js';
 import { help, shortDigest } from './format.js';
@@ -125,6 +124,8 @@ export const buildCommands: Readonly<Record<string, Command>> = {
         }
       };
       const [context] = p.positionals as [string];
+      // loaded on use: the build pulls in the runtime and the snapshot code
+      const { buildImage } = await import('../ops/build.js');
       const r = await buildImage(context, {
         ...(v.root ? { root: v.root } : {}),
         ...(v['tls-verify'] === 'false' ? { tlsVerify: false } : {}),
