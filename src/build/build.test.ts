@@ -400,6 +400,41 @@ describe('stratum build', { skip }, () => {
     assert.deepEqual(await readdir(join(root, 'build-cache', 'work')), []);
   });
 
+  it('COPY globs and several sources; RUN exec form and --network=none; ADD of a URL is refused', async (t) => {
+    const { store, ctx } = await setup(t);
+    await files(ctx, {
+      Dockerfile: [
+        'FROM busybox',
+        'COPY *.txt conf/*/x.conf /dst/',
+        'COPY ["a.txt", "/json dest/"]',
+        `RUN ["/bin/sh", "-c", "ls /dst /dst/x.conf '/json dest'"]`,
+        'RUN --network=none ls /sys/class/net',
+      ].join('\n'),
+      'a.txt': 'a',
+      'b.txt': 'b',
+      'c.md': 'c',
+      'conf/one/x.conf': '1',
+    });
+    const r = await run(store, ctx, { network: 'host' });
+    assert.equal(r.output, '/dst/x.conf\n\n/dst:\na.txt\nb.txt\nx.conf\n\n/json dest:\na.txt\nlo\n');
+    const where = /Dockerfile:2: /;
+    await files(ctx, { Dockerfile: 'FROM busybox\nCOPY a.txt b.txt /not-a-dir\n' });
+    await assert.rejects(
+      run(store, ctx),
+      /Dockerfile:2: when COPY has more than one source, the destination must be a directory and end with a \//,
+    );
+    await files(ctx, { Dockerfile: 'FROM busybox\nCOPY *.nothing /x/\n' });
+    await assert.rejects(run(store, ctx), /Dockerfile:2: no source files were specified/);
+    await files(ctx, { Dockerfile: 'FROM busybox\nADD https://example.com/f.tgz /x/\n' });
+    await assert.rejects(run(store, ctx), (e: unknown) => {
+      assert.ok(isStratumError(e));
+      assert.equal(e.code, 'ERR_UNSUPPORTED');
+      assert.match(e.message, where);
+      assert.match(e.message, /download the file into the context/);
+      return true;
+    });
+  });
+
   it('a failing RUN shows its output and exit code, and leaves no tag, mount or work directory', async (t) => {
     const { store, ctx, root } = await setup(t);
     await files(ctx, {
