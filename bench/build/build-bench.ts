@@ -49,6 +49,7 @@ import {
   perToolTable,
   ROOT,
   type RunRecord,
+  removeOnExit,
   rows,
   runExit,
   snapshotDist,
@@ -272,14 +273,7 @@ async function main(): Promise<void> {
   const reason = fixturesSkipReason();
   if (reason) throw new Error(`the fixtures cannot be built here: ${reason}`);
   const work = await mkdtemp(join(args['tmpfs-dir'], 'stratum-bench-build-'));
-  const cleanupWork = async (): Promise<void> => {
-    if (!args.keep) await rm(work, { recursive: true, force: true }).catch(() => {});
-  };
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(sig, () => {
-      void cleanupWork().then(() => process.exit(130));
-    });
-  }
+  removeOnExit(work, args.keep);
   CLI = await snapshotDist(join(work, 'snapshot'));
   const { commit, dirty } = await sourceState();
   log('finding (or building) the fixtures...');
@@ -340,7 +334,6 @@ async function main(): Promise<void> {
     await contentCheck(st);
     log(`content check passed: both images print ${ctx.files} for cat /app/count`);
   } finally {
-    await cleanupWork();
     if (args.keep) log(`kept: ${work}`);
   }
 

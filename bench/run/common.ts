@@ -6,6 +6,7 @@
 // children, peak RSS).
 
 import { spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { copyFile, mkdir, readFile, symlink } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -28,7 +29,29 @@ export async function snapshotDist(dir: string): Promise<string> {
   await run(['cp', '-a', join(ROOT, 'dist'), join(dir, 'dist')]);
   await copyFile(join(ROOT, 'package.json'), join(dir, 'package.json'));
   await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
-  return join(dir, 'dist', 'cli', 'main.js');
+  const cli = join(dir, 'dist', 'cli', 'main.js');
+  // every module the CLI may load, so that a half-rebuilt dist/ shows here and not mid-run
+  const probe = await runExit([
+    process.execPath,
+    '--input-type=module',
+    '-e',
+    `for (const m of ['cli/main.js', 'ops/run.js', 'ops/build.js', 'build/build.js', 'runtime/containers.js']) await import(${JSON.stringify(join(dir, 'dist'))} + '/' + m);`,
+  ]);
+  if (probe.code !== 0) {
+    throw new Error(
+      `dist/ does not load (someone may be rebuilding it: run npx tsc -p . and try again):\n${probe.stderr.slice(-2000)}`,
+    );
+  }
+  return cli;
+}
+
+/** Remove `dir` when the process exits, however it exits (unless `keep`). */
+export function removeOnExit(dir: string, keep: boolean): void {
+  const remove = (): void => {
+    if (!keep) rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', remove);
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
 }
 
 /** HEAD's short commit, and how many files under src/ differ from it (what dist/ may hold beyond it). */

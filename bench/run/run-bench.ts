@@ -50,6 +50,7 @@ import {
   perToolTable,
   ROOT,
   type RunRecord,
+  removeOnExit,
   rows,
   runExit,
   snapshotDist,
@@ -383,14 +384,7 @@ async function main(): Promise<void> {
   }
   if (process.getuid?.() !== 0) throw new Error('bench/run needs root (runc, overlay mounts)');
   const work = await mkdtemp(join(args['tmpfs-dir'], 'stratum-bench-run-'));
-  const cleanupWork = async (): Promise<void> => {
-    if (!args.keep) await rm(work, { recursive: true, force: true }).catch(() => {});
-  };
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(sig, () => {
-      void cleanupWork().then(() => process.exit(130));
-    });
-  }
+  removeOnExit(work, args.keep);
   CLI = await snapshotDist(join(work, 'snapshot'));
   const { commit, dirty } = await sourceState();
   const { images: imgs, skipped } = await images(split(args.images));
@@ -448,7 +442,6 @@ async function main(): Promise<void> {
       if (!args.keep) await rm(s.dir, { recursive: true, force: true });
     }
   } finally {
-    await cleanupWork();
     if (args.keep) log(`kept: ${work}`);
   }
 
