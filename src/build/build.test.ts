@@ -273,6 +273,22 @@ describe('stratum build', { skip }, () => {
     assert.notEqual(other.manifest.digest, one.manifest.digest);
   });
 
+  it('two builds of the same Dockerfile at once in one store both succeed with the same image', async (t) => {
+    const { store, ctx, root } = await setup(t);
+    await files(ctx, {
+      Dockerfile: 'FROM busybox\nCOPY a.txt /a.txt\nRUN echo run > /r\nWORKDIR /w\n',
+      'a.txt': 'a\n',
+    });
+    const [one, two] = await Promise.all([
+      run(store, ctx, { timestamp: 1, tags: ['docker.io/library/same:1'] }),
+      run(store, ctx, { timestamp: 1, tags: ['docker.io/library/same:2'] }),
+    ]);
+    assert.equal(one.manifest.digest, two.manifest.digest);
+    assert.deepEqual(await mountsUnder(root), []);
+    const again = await run(store, ctx, { timestamp: 1 });
+    assert.equal(again.cacheHits, again.steps);
+  });
+
   it('syntax errors name the file and line', async (t) => {
     const { store, ctx } = await setup(t);
     await files(ctx, { Dockerfile: 'FROM busybox\nRUN true\n\nFROBNICATE now\n' });

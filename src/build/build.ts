@@ -130,7 +130,7 @@ export interface BuildResult {
   readonly steps: number;
   /** Steps taken from the cache. */
   readonly cacheHits: number;
-  /** Layers the built stages added (from the cache or made now). */
+  /** Layers of the image (its base image's included). */
   readonly layers: number;
   /** Layers made by this build (not from the cache). */
   readonly builtLayers: number;
