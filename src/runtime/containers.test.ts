@@ -367,6 +367,10 @@ describe('containers', { skip }, () => {
     });
     const dead = spawnSync('true').pid;
     await containers(async (c) => {
+      // while its creator lives, not even --force removes it
+      await c.records.update(c0.id, (r) => ({ ...r, status: 'creating', creatorPid: process.pid }));
+      assert.equal((await c.inspect('half')).state, 'creating');
+      await assert.rejects(c.remove('half', { force: true }), /is being created by process/);
       await c.records.update(c0.id, (r) => ({ ...r, status: 'creating', creatorPid: dead }));
       assert.equal((await c.inspect('half')).state, 'dead');
       assert.notDeepEqual(await mountsUnder(c.dirOf(c0.id)), []);

@@ -987,7 +987,14 @@ export class Containers {
   async remove(ref: string, opts: { force?: boolean } = {}): Promise<void> {
     const r = await this.records.find(ref);
     const info = await this.inspect(r.id);
-    const active = info.state === 'running' || info.state === 'paused' || info.state === 'creating';
+    if (info.state === 'creating') {
+      // its creator is alive and would mount into what we remove: let it finish (or fail)
+      throw new StratumError(
+        'ERR_INVALID_ARGUMENT',
+        `container ${r.name} is being created by process ${r.creatorPid}; remove it once that is done`,
+      );
+    }
+    const active = info.state === 'running' || info.state === 'paused';
     if (active && !opts.force) {
       throw new StratumError(
         'ERR_INVALID_ARGUMENT',

@@ -16,7 +16,7 @@ import { StratumError } from '../errors/errors.js';
 import { tempName, writeFileAtomic } from '../internal/fs.js';
 import { withFileLock } from '../internal/lock.js';
 import { pidInName, processAlive } from '../layout/liveness.js';
-import { mountsUnder } from '../snapshot/overlay.js';
+import { mountsUnder, unmount } from '../snapshot/overlay.js';
 import type { Descriptor } from '../spec/types.js';
 import type { Resources } from './spec.js';
 import type { VolumeSpec } from './volumes.js';
@@ -206,13 +206,14 @@ export class ContainerRecords {
     await rm(trash, { recursive: true, force: true });
   }
 
-  /** Delete trash left by dead processes. */
+  /** Delete trash left by dead processes (unmounting what is still mounted inside first). */
   async sweepTrash(): Promise<void> {
     for (const n of await readdir(this.dir).catch(() => [] as string[])) {
       const pid = pidInName(n, TRASH_PREFIX);
       if (pid === undefined || processAlive(pid)) continue;
-      if ((await mountsUnder(join(this.dir, n))).length === 0)
-        await rm(join(this.dir, n), { recursive: true, force: true });
+      const trash = join(this.dir, n);
+      for (const m of await mountsUnder(trash)) await unmount(m, { lazy: true }).catch(() => {});
+      if ((await mountsUnder(trash)).length === 0) await rm(trash, { recursive: true, force: true });
     }
   }
 }
