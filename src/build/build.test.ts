@@ -378,7 +378,14 @@ describe('stratum build', { skip }, () => {
     assert.match(out, /\.dockerignore/);
     for (const gone of ['debug.log', 'key', 'tmp-1', 'Dockerfile'])
       assert.doesNotMatch(out, new RegExp(gone));
-    // a source excluded by .dockerignore is not found
+    // a source excluded by .dockerignore is not found, also through a symlink in the context
+    await symlink('secret', join(ctx, 'secret-link'));
+    await assert.rejects(
+      run(store, ctx, { dockerfileText: 'FROM busybox\nCOPY secret-link/key /x\n' }),
+      /excluded by \.dockerignore/,
+    );
+    await files(ctx, { Dockerfile: 'FROM busybox\nCOPY secret-link /s/\nRUN ls /s\n' });
+    assert.equal((await run(store, ctx)).output, 'public.txt\n');
     await assert.rejects(
       run(store, ctx, { dockerfileText: 'FROM busybox\nCOPY debug.log /x\n' }),
       /excluded by \.dockerignore/,

@@ -8,8 +8,8 @@
 
 import { createHash } from 'node:crypto';
 import { createReadStream, type Stats } from 'node:fs';
-import { lstat, readdir, readFile, readlink, realpath } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+import { lstat, readdir, readFile, readlink, realpath, stat } from 'node:fs/promises';
+import { join, posix, relative } from 'node:path';
 import { resolveInRoot } from '../bundle/user.js';
 import { type Digest, digestBytes } from '../digest/digest.js';
 import { StratumError, UnsafePathError } from '../errors/errors.js';
@@ -80,8 +80,8 @@ export class SourceTree {
       });
       patterns = parseDockerignore(text);
     }
-    const st = await lstat(dir).catch(() => undefined);
-    if (!st?.isDirectory() && !(st?.isSymbolicLink() && (await realpath(dir).catch(() => undefined)))) {
+    const st = await stat(dir).catch(() => undefined);
+    if (!st?.isDirectory()) {
       throw new StratumError('ERR_NOT_FOUND', `build context ${dir} is not a directory`);
     }
     return new SourceTree(dir, 'context', new IgnoreMatcher(patterns));
@@ -181,8 +181,7 @@ export class SourceTree {
   async #glob(pattern: string, where: string): Promise<string[]> {
     const parts = pattern.split('/');
     let dirs = [''];
-    for (const [i, part] of parts.entries()) {
-      const last = i === parts.length - 1;
+    for (const part of parts) {
       const next: string[] = [];
       for (const dir of dirs) {
         if (!hasGlob(part)) {
@@ -201,7 +200,7 @@ export class SourceTree {
           if (re.test(n) && !this.excluded(rel)) next.push(rel);
         }
       }
-      dirs = last ? next : next;
+      dirs = next;
     }
     const out: string[] = [];
     for (const p of dirs) if ((await this.#resolve(p, where)) !== undefined) out.push(p);
@@ -224,12 +223,8 @@ export class SourceTree {
         );
       }
       for (const name of names) {
-        if (this.excluded(name)) {
-          throw new StratumError(
-            'ERR_NOT_FOUND',
-            `${where}: ${raw}: not found in the build context (excluded by .dockerignore)`,
-          );
-        }
+        const gone = (why: string) =>
+          new StratumError('ERR_NOT_FOUND', `${where}: ${raw}: not found in the build context (${why})`);
         const host = await this.#resolve(name, where);
         if (host === undefined) {
           throw new StratumError(
@@ -237,9 +232,21 @@ export class SourceTree {
             `${where}: ${raw}: not found in ${this.kind === 'context' ? 'the build context' : 'the source stage or image'}`,
           );
         }
+        // what a symlink in the context leads to must not be excluded either
+        const realRel = this.kind === 'context' ? relative(await this.#real(), host) : name;
+        const excluded = this.excluded(name) || this.excluded(realRel);
         const st = await lstat(host);
+        // an excluded directory is there only as the parent of files an exception re-includes
+        if (excluded && !(st.isDirectory() && this.#ignore.hasExceptions)) {
+          throw gone(
+            realRel === name
+              ? 'excluded by .dockerignore'
+              : `it leads to ${realRel}, excluded by .dockerignore`,
+          );
+        }
         const entries: SourceEntry[] = [this.#entry('', host, st, undefined)];
-        if (st.isDirectory()) await this.#walk(host, name, entries, name);
+        if (st.isDirectory()) await this.#walk(host, realRel, entries, realRel);
+        if (excluded && entries.length === 1) throw gone('excluded by .dockerignore');
         out.push({ name, type: typeOf(st), entries });
       }
     }
