@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -108,7 +108,7 @@ describe('container commands', { skip }, () => {
     });
   }
 
-  it('run: output, exit code, env, the command after the image with its own options, stdin with -i', () => {
+  it('run: output, exit code, env, the command after the image with its own options, stdin with -i', async () => {
     const r = stratum([
       'run',
       '--rm',
@@ -122,6 +122,20 @@ describe('container commands', { skip }, () => {
     assert.equal(r.code, 5);
     assert.equal(r.stdout, 'b c\n');
     assert.equal(r.stderr, 'err');
+    await writeFile(join(dir, 'env.list'), '# a comment\nFROM_FILE=1\n\nA=from file\n');
+    const envFile = stratum([
+      'run',
+      '--rm',
+      '--env-file',
+      join(dir, 'env.list'),
+      '-e',
+      'A=from flag',
+      IMAGE,
+      'sh',
+      '-c',
+      'echo "$FROM_FILE $A"',
+    ]);
+    assert.equal(envFile.stdout, '1 from flag\n');
     const i = stratum(['run', '--rm', '-i', IMAGE, 'sh', '-c', 'tr a-z A-Z'], { input: 'piped in\n' });
     assert.equal(i.stdout, 'PIPED IN\n');
     const noI = stratum(['run', '--rm', IMAGE, 'cat'], { input: 'not read\n' });
@@ -326,5 +340,23 @@ describe('container commands', { skip }, () => {
     const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8', input: '' });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /\/dev\/pts\/\d+\r?\nin-tty/);
+    // exec -t too
+    const d = stratum(['run', '-d', '--name', 'for-exec-t', IMAGE, 'sleep', '1000']);
+    assert.equal(d.code, 0, d.stderr);
+    try {
+      const e = spawnSync(
+        'script',
+        [
+          '-qec',
+          `${process.execPath} ${CLI} exec --root ${root} -t for-exec-t sh -c 'tty; exit 6'`,
+          '/dev/null',
+        ],
+        { encoding: 'utf8', input: '' },
+      );
+      assert.match(e.stdout, /\/dev\/pts\/\d+/);
+      assert.equal(e.status, 6);
+    } finally {
+      stratum(['rm', '-f', 'for-exec-t']);
+    }
   });
 });

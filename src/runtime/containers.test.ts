@@ -6,8 +6,10 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { StratumError } from '../errors/errors.js';
+import { push } from '../ops/copy-image.js';
 import { commit, type RunImageOptions, runImage, withContainers } from '../ops/run.js';
 import { mountsUnder } from '../snapshot/overlay.js';
+import { registryAvailable, startRegistry } from '../testing/registry.js';
 import { makeTempDir } from '../testing/tmp.js';
 import { existingCgroups } from './cgroups.js';
 import { type Containers, hasControllingTerminal } from './containers.js';
@@ -379,6 +381,53 @@ describe('containers', { skip }, () => {
       assert.deepEqual(await mountsUnder(c.dirOf(c0.id)), []);
       assert.equal((await c.snapshots.holders()).has(c0.id), false);
       assert.equal(existsSync(c.dirOf(c0.id)), false);
+    });
+  });
+
+  it('pulls a missing image from its registry first (unless told not to)', {
+    skip: registryAvailable() ? false : 'no docker-registry',
+  }, async (t) => {
+    const registry = await startRegistry();
+    t.after(() => registry.stop());
+    await push(IMAGE, `docker://${registry.host}/test/bb:1`, { root });
+    const root2 = join(dir, 'store-pull');
+    await assert.rejects(
+      runImage(`${registry.host}/test/bb:1`, { root: root2, command: ['true'], pull: 'never' }),
+      /not in the local store \(and pulling is off\)/,
+    );
+    const pulled: string[] = [];
+    const out = new Collect();
+    const r = await runImage(`${registry.host}/test/bb:1`, {
+      root: root2,
+      command: ['sh', '-c', 'echo $FROM_IMAGE'],
+      stdout: out,
+      autoRemove: true,
+      onPull: (name) => pulled.push(name),
+    });
+    assert.equal(r.exitCode, 0);
+    assert.equal(out.text, 'yes\n');
+    assert.deepEqual(pulled, [`${registry.host}/test/bb:1`]);
+    // now it is there: no second pull
+    await runImage(`${registry.host}/test/bb:1`, {
+      root: root2,
+      command: ['true'],
+      autoRemove: true,
+      onPull: (n) => pulled.push(n),
+    });
+    assert.equal(pulled.length, 1);
+  });
+
+  it("--entrypoint replaces the image's, and drops its Cmd unless a command is given; --cpus sets the CFS quota", async () => {
+    const a = await run(undefined, { entrypoint: 'echo', autoRemove: true });
+    assert.equal(a.out, '\n');
+    const b = await run(['from', 'args'], { entrypoint: 'echo', autoRemove: true });
+    assert.equal(b.out, 'from args\n');
+    const d = await run(['sleep', '1000'], { resources: { cpus: 0.5 }, detach: true, name: 'cpus' });
+    await containers(async (c) => {
+      const cpu = (d.container.cgroups ?? []).find((x) => /\/cpu\//.test(x)) ?? '';
+      assert.equal((await readFile(join(cpu, 'cpu.cfs_quota_us'), 'utf8')).trim(), '50000');
+      assert.equal((await readFile(join(cpu, 'cpu.cfs_period_us'), 'utf8')).trim(), '100000');
+      await c.remove('cpus', { force: true });
     });
   });
 
