@@ -116,14 +116,19 @@ export class BuildCache {
   }
 }
 
-/** What the build cache refers to: layer blobs to keep, and the snapshots (chain ids) of cached steps. */
+/**
+ * What the build cache refers to: the layer blobs of cached steps, and the snapshots (top chain
+ * ids) those steps end with, for gc to keep.
+ */
 export async function buildCacheRoots(
   storeRoot: string,
 ): Promise<{ readonly blobs: Set<Digest>; readonly chainIds: Set<Digest> }> {
   const blobs = new Set<Digest>();
   const chains = new Set<Digest>();
   for await (const { entry } of new BuildCache(storeRoot).entries()) {
-    if (entry.layer) blobs.add(entry.layer.descriptor.digest);
+    // a metadata step's entry needs nothing kept: its layers are those of the step before
+    if (!entry.layer) continue;
+    blobs.add(entry.layer.descriptor.digest);
     const ids = chainIds(entry.diffIds);
     const top = ids[ids.length - 1];
     if (top) chains.add(top);
