@@ -57,7 +57,10 @@ const APPLETS = [
 ];
 
 /** A store with a small busybox image tagged busybox:latest; the base has an `escape` symlink to `/`. */
-async function setup(t: { after: (fn: () => Promise<void>) => void }): Promise<{
+async function setup(
+  t: { after: (fn: () => Promise<void>) => void },
+  format: 'oci' | 'docker' = 'oci',
+): Promise<{
   store: Store;
   root: string;
   ctx: string;
@@ -69,6 +72,7 @@ async function setup(t: { after: (fn: () => Promise<void>) => void }): Promise<{
   const store = await openStore({ root });
   t.after(() => store.close());
   const image = await makeImage({
+    format,
     layers: [
       [
         { path: 'bin/', type: 'directory' },
@@ -158,7 +162,8 @@ CMD ["arg1"]
 
 describe('stratum build', { skip }, () => {
   it('builds a multi-stage Dockerfile whose image runs under runc after umoci unpack', async (t) => {
-    const { store, root, ctx } = await setup(t);
+    // a Docker-format base: its layers go into the OCI manifest with their OCI media type
+    const { store, root, ctx } = await setup(t, 'docker');
     await files(ctx, {
       Dockerfile: MULTI,
       'app.sh': 'echo "$(cat /app/msg) $NAME $1 $(id -u):$(id -g) $(pwd)"\n',
@@ -167,6 +172,7 @@ describe('stratum build', { skip }, () => {
     assert.deepEqual(r.tags, ['docker.io/library/app:1']);
     const { config, layers } = await configOf(store, r);
     assert.equal(layers.length, 1 + 3, 'base + WORKDIR + two COPYs');
+    assert.ok(layers.every((l) => l.mediaType === 'application/vnd.oci.image.layer.v1.tar+gzip'));
     const c = config.config ?? {};
     assert.deepEqual(c.Entrypoint, ['/bin/sh', '/app/bin/app.sh']);
     assert.deepEqual(c.Cmd, ['arg1']);
