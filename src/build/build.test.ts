@@ -512,16 +512,24 @@ describe('stratum build', { skip }, () => {
         'cat /unpacked/x/inner.txt',
         'stat -c %a /script.sh',
         'EOF',
+        'COPY <<a.txt <<b.txt /two/',
+        'A',
+        'a.txt',
+        'B',
+        'b.txt',
+        'RUN cat <<EOF > /from-stdin && cat /two/a.txt /two/b.txt /from-stdin',
+        'via stdin',
+        'EOF',
       ].join('\n'),
     });
     const r = await run(store, ctx, { buildArgs: { UNUSED: '1' } });
     const empty = r.events.filter((e) => e.type === 'empty-layer').map((e) => e.step);
     assert.deepEqual(empty, [2, 3, 6], 'RUN true, WORKDIR of an existing dir, a RUN that only prints');
-    assert.equal(r.builtLayers, 2);
-    assert.equal(r.output, 'first line\nfrom the tar\n750\n');
+    assert.equal(r.builtLayers, 4);
+    assert.equal(r.output, 'first line\nfrom the tar\n750\nA\nB\nvia stdin\n');
     assert.ok(r.events.some((e) => e.type === 'warning' && /UNUSED/.test(e.message)));
     const { config } = await configOf(store, r);
-    assert.equal(config.history?.filter((h) => !h.empty_layer).length, 1 + 2);
+    assert.equal(config.history?.filter((h) => !h.empty_layer).length, 1 + 4);
   });
 
   it('ARG scoping: global args in FROM, stage args in RUN, ENV wins, --target', async (t) => {
