@@ -550,9 +550,7 @@ export class Containers {
     const forwarded: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
     if (io.forwardSignals) for (const s of forwarded) process.on(s, forward);
     try {
-      const exited = new Promise<[number | null, NodeJS.Signals | null]>((res) =>
-        child.once('exit', (c, s) => res([c, s])),
-      );
+      const exited = exitOf(child);
       const started = await this.#waitStarted(r.id, child);
       if (started) await this.#markStarted(r.id, process.pid);
       if (started) gate.open();
@@ -661,11 +659,9 @@ export class Containers {
       await log.close();
       return onFailed(errorText(e));
     }
+    const exited = exitOf(child);
     // the child has its own copy of the descriptor
     await log.close();
-    const exited = new Promise<[number | null, NodeJS.Signals | null]>((res) =>
-      child.once('exit', (c, s) => res([c, s])),
-    );
     const started = await this.#waitStarted(id, child);
     if (started) {
       await this.#markStarted(id, process.pid);
@@ -1096,6 +1092,14 @@ const KNOWN_SIGNALS = new Set([
   'XCPU',
   'XFSZ',
 ]);
+
+/** The exit code and signal of a child, whether it exited already or not. */
+function exitOf(child: ChildProcess): Promise<[number | null, NodeJS.Signals | null]> {
+  if (child.exitCode !== null || child.signalCode !== null) {
+    return Promise.resolve([child.exitCode, child.signalCode]);
+  }
+  return new Promise((res) => child.once('exit', (c, s) => res([c, s])));
+}
 
 /** Holds writes back until opened (then they flow, in order) or dropped. */
 class Gate {
