@@ -17,6 +17,8 @@
 //   runc          `runc run --bundle B ID` on a bundle made once by umoci unpack (the floor)
 //   umoci+runc    `umoci unpack --image LAYOUT:TAG B && cp CONFIG B/config.json && runc run
 //                 --bundle B ID` under one `sh -c` (the config copy puts the same process in)
+//   node          `stratum --version`: what starting Node and the CLI costs before any work
+//                 (no target; it shows how much of the runc floor's 1.5x a Node CLI has left)
 // Each repetition runs each tool once, the order rotating; the median of N runs is reported.
 // Every run goes under GNU time (bench/copy/measure.ts): wall time, CPU of the process and
 // all its waited-for children (runc, the container's process), peak RSS of the largest one.
@@ -65,7 +67,7 @@ const { values: args } = parseArgs({
   options: {
     reps: { type: 'string', default: '5' },
     images: { type: 'string', default: 'busybox,debian' },
-    tools: { type: 'string', default: 'stratum-warm,stratum-cold,runc,umoci+runc' },
+    tools: { type: 'string', default: 'stratum-warm,stratum-cold,runc,umoci+runc,node' },
     'tmpfs-dir': { type: 'string', default: TMP_ROOT },
     keep: { type: 'boolean', default: false },
     out: { type: 'string' },
@@ -77,7 +79,7 @@ if (args.help) {
   process.stdout.write(`usage: node dist-bench/run/run-bench.js [options]
   --reps N          runs per tool and image (default 5; the median is reported)
   --images LIST     busybox,debian (default both)
-  --tools LIST      stratum-warm,stratum-cold,runc,umoci+runc (default all)
+  --tools LIST      stratum-warm,stratum-cold,runc,umoci+runc,node (default all)
   --tmpfs-dir DIR   where the stores, bundles and logs go (default ${TMP_ROOT})
   --keep            keep the work directory
   --out FILE        JSON results (default bench/results/run-<time>.json)
@@ -87,8 +89,8 @@ if (args.help) {
 
 const REPS = Number(args.reps);
 if (!Number.isInteger(REPS) || REPS < 1) throw new Error('--reps takes a whole number >= 1');
-type Tool = 'stratum-warm' | 'stratum-cold' | 'runc' | 'umoci+runc';
-const ALL_TOOLS: readonly Tool[] = ['stratum-warm', 'stratum-cold', 'runc', 'umoci+runc'];
+type Tool = 'stratum-warm' | 'stratum-cold' | 'runc' | 'umoci+runc' | 'node';
+const ALL_TOOLS: readonly Tool[] = ['stratum-warm', 'stratum-cold', 'runc', 'umoci+runc', 'node'];
 const TOOLS = split(args.tools) as Tool[];
 for (const t of TOOLS) if (!ALL_TOOLS.includes(t)) throw new Error(`--tools: no tool ${t}`);
 const RUNC = RUNC_CANDIDATES.find((p) => existsSync(p));
@@ -333,6 +335,12 @@ async function prepare(s: Setup, tool: Tool, rep: number): Promise<Prepared> {
         cleanup: () => rm(store, { recursive: true, force: true }),
       };
     }
+    case 'node':
+      return {
+        argv: [process.execPath, CLI, '--version'],
+        after: async () => ({}),
+        cleanup: async () => {},
+      };
     case 'runc':
       return {
         argv: [RUNC as string, '--root', s.runcRoot, 'run', '--bundle', s.floor, id],
@@ -371,6 +379,8 @@ const COMPARISONS = (names: readonly string[]): Comparison[] =>
       ...(g === 'debian' ? { target: 0.5 } : {}),
     },
     { group: g, title: 'cold run vs the runc floor', tool: 'stratum-cold', peer: 'runc' },
+    { group: g, title: 'warm run vs node + stratum --version', tool: 'stratum-warm', peer: 'node' },
+    { group: g, title: 'stratum --version vs the runc floor', tool: 'node', peer: 'runc' },
   ]);
 
 async function main(): Promise<void> {
