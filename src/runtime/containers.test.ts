@@ -114,6 +114,8 @@ describe('containers', { skip }, () => {
       assert.equal(existsSync(join(base, 'etc', 'added')), false);
       assert.equal((await lstat(join(base, 'bin', 'wget'))).isSymbolicLink(), true);
     });
+    const inUse = await containers((c) => c.manifestsInUse());
+    assert.ok(inUse.some((d) => d.digest === (r.container.manifest.digest as string)));
     const cm = await commit('writer', 'committed:1', { root, comment: 'test commit' });
     assert.equal(cm.ref, 'docker.io/library/committed:1');
     const blob = join(root, 'blobs', 'sha256', cm.layer.digest.slice('sha256:'.length));

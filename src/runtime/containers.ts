@@ -54,6 +54,7 @@ import { tempName } from '../internal/fs.js';
 import { processAlive } from '../layout/liveness.js';
 import { mountOverlay, mountsUnder, unmount } from '../snapshot/overlay.js';
 import { type SnapshotProgress, Snapshots } from '../snapshot/snapshots.js';
+import type { Descriptor } from '../spec/types.js';
 import { CGROUP_PARENT, containerCgroupDirs, removeCgroups } from './cgroups.js';
 import { runtimeFailure, signalOfExitCode } from './process.js';
 import { findRuntime, Runtime } from './runc.js';
@@ -999,6 +1000,16 @@ export class Containers {
     }
     await this.#destroy(r.id);
     await this.records.remove(r.id);
+  }
+
+  /**
+   * The image manifests existing containers were made from: roots for a store gc that should
+   * keep them committable (their snapshots are held anyway), each once.
+   */
+  async manifestsInUse(): Promise<Descriptor[]> {
+    const seen = new Map<string, Descriptor>();
+    for (const r of await this.records.all()) seen.set(r.manifest.digest, r.manifest);
+    return [...seen.values()];
   }
 
   /** Remove the records' trash and the volumes' trash left by crashed processes. */
