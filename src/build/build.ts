@@ -1205,6 +1205,7 @@ class Builder {
               ...(chown === undefined ? {} : { owner }),
               ...this.#signalOpts(),
             });
+            w.forgetAll();
             continue;
           }
           const to = intoDir ? posix.join(dest, posix.basename(s.name)) : dest;

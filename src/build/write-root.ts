@@ -3,21 +3,27 @@
 // in the image never leads out), missing parent directories are created (0755, owned by the
 // step's owner), and files, directories and symlinks are written with the owner (0:0 unless
 // --chown), mode (kept, or --chmod) and mtime of their source, as docker does.
+//
+// The calls are synchronous, on purpose: nothing else runs during a COPY step, and one
+// thread-pool round trip per call (lstat, copy, chown, chmod, utimes for each of thousands of
+// files) cost more than the work itself. Directories already made or found real are
+// remembered, so a file's parents are not looked up again for every file.
 
-import { constants } from 'node:fs';
 import {
-  chmod,
-  copyFile,
-  lchown,
-  lstat,
-  lutimes,
-  mkdir,
-  readlink,
-  rm,
-  symlink,
-  unlink,
-  writeFile,
-} from 'node:fs/promises';
+  chmodSync,
+  constants,
+  copyFileSync,
+  lchownSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  readlinkSync,
+  rmSync,
+  type Stats,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join, posix } from 'node:path';
 import { StratumError } from '../errors/errors.js';
 import type { SourceEntry } from './sources.js';
@@ -29,10 +35,16 @@ export interface Owner {
 
 const MAX_LINKS = 40;
 
+function lstatOrUndefined(p: string): Stats | undefined {
+  return lstatSync(p, { throwIfNoEntry: false });
+}
+
 /** Root-relative directory resolution and writes. */
 export class RootWriter {
   readonly root: string;
   readonly #where: string;
+  /** Clean container paths known to be real directories (no symlink on the way). */
+  readonly #dirs = new Set<string>(['/']);
 
   constructor(root: string, where: string) {
     this.root = root;
@@ -44,7 +56,7 @@ export class RootWriter {
    * root. Components that do not exist are kept as they are. Returns the host path and the
    * clean container path it stands for.
    */
-  async resolve(path: string, opts: { followLast?: boolean } = {}): Promise<{ host: string; path: string }> {
+  resolveSync(path: string, opts: { followLast?: boolean } = {}): { host: string; path: string } {
     const pending = path.split('/').filter((p) => p !== '' && p !== '.');
     const done: string[] = [];
     let links = 0;
@@ -55,64 +67,78 @@ export class RootWriter {
         continue;
       }
       const isLast = pending.length === 0;
-      const host = join(this.root, ...done, part);
-      const st = await lstat(host).catch(() => undefined);
+      done.push(part);
+      if (this.#dirs.has(`/${done.join('/')}`)) continue;
+      const host = join(this.root, ...done);
+      const st = lstatOrUndefined(host);
       if (st?.isSymbolicLink() && (!isLast || opts.followLast)) {
+        done.pop();
         if (++links > MAX_LINKS) {
           throw new StratumError(
             'ERR_BUILD_STEP_FAILED',
             `${this.#where}: too many symbolic links resolving ${path}`,
           );
         }
-        const target = await readlink(host);
+        const target = readlinkSync(host);
         if (target.startsWith('/')) done.length = 0;
         pending.unshift(...target.split('/').filter((p) => p !== '' && p !== '.'));
-        continue;
       }
-      done.push(part);
     }
     return { host: join(this.root, ...done), path: `/${done.join('/')}` };
   }
 
-  /** Make `path` a directory (and its parents), new ones 0755 owned by `owner`. Returns its host path. */
-  async mkdirp(path: string, owner: Owner, mtime?: Date): Promise<string> {
-    const { path: clean } = await this.resolve(path, { followLast: true });
-    let cur = '';
+  async resolve(path: string, opts: { followLast?: boolean } = {}): Promise<{ host: string; path: string }> {
+    return this.resolveSync(path, opts);
+  }
+
+  /** mkdir -p of a container path; returns the real directory's host and container paths. */
+  #mkdirp(path: string, owner: Owner, mtime?: Date): { host: string; path: string } {
+    const { path: clean } = this.resolveSync(path, { followLast: true });
+    if (this.#dirs.has(clean)) return { host: join(this.root, clean), path: clean };
+    let cur = '/';
     for (const part of clean.split('/').filter((p) => p !== '')) {
-      const next = await this.resolve(`${cur}/${part}`, { followLast: true });
-      const st = await lstat(next.host).catch(() => undefined);
-      if (st === undefined) {
-        await mkdir(next.host, { mode: 0o755 });
-        await chmod(next.host, 0o755);
-        await lchown(next.host, owner.uid, owner.gid);
-        if (mtime) await lutimes(next.host, mtime, mtime);
-      } else if (!st.isDirectory()) {
-        throw new StratumError(
-          'ERR_BUILD_STEP_FAILED',
-          `${this.#where}: cannot make directory ${next.path}: a file is in the way`,
-        );
+      const next = this.resolveSync(posix.join(cur, part), { followLast: true });
+      if (!this.#dirs.has(next.path)) {
+        const st = lstatOrUndefined(next.host);
+        if (st === undefined) {
+          mkdirSync(next.host, { mode: 0o755 });
+          chmodSync(next.host, 0o755);
+          lchownSync(next.host, owner.uid, owner.gid);
+          if (mtime) lutimesSync(next.host, mtime, mtime);
+        } else if (!st.isDirectory()) {
+          throw new StratumError(
+            'ERR_BUILD_STEP_FAILED',
+            `${this.#where}: cannot make directory ${next.path}: a file is in the way`,
+          );
+        }
+        this.#dirs.add(next.path);
       }
       cur = next.path;
     }
-    return (await this.resolve(clean, { followLast: true })).host;
+    return { host: join(this.root, cur), path: cur };
+  }
+
+  /** Make `path` a directory (and its parents), new ones 0755 owned by `owner`. Returns its host path. */
+  async mkdirp(path: string, owner: Owner, mtime?: Date): Promise<string> {
+    return this.#mkdirp(path, owner, mtime).host;
   }
 
   /** Whether the container path exists and is a directory (symlinks followed). */
   async isDir(path: string): Promise<boolean> {
-    const { host } = await this.resolve(path, { followLast: true });
-    return (await lstat(host).catch(() => undefined))?.isDirectory() ?? false;
+    const { host } = this.resolveSync(path, { followLast: true });
+    return lstatOrUndefined(host)?.isDirectory() ?? false;
   }
 
-  /** Remove whatever is at host path `host` unless it is a directory and `keepDir`. */
-  async #clear(host: string, keepDir: boolean): Promise<boolean> {
-    const st = await lstat(host).catch(() => undefined);
+  /** Remove whatever is at host path `host` unless it is a directory and `keepDir`; whether a directory stayed. */
+  #clear(host: string, keepDir: boolean): boolean {
+    const st = lstatOrUndefined(host);
     if (st === undefined) return false;
     if (st.isDirectory()) {
       if (keepDir) return true;
-      await rm(host, { recursive: true, force: true });
+      rmSync(host, { recursive: true, force: true });
       return false;
     }
-    await unlink(host);
+    unlinkSync(host);
     return false;
   }
 
@@ -121,20 +147,27 @@ export class RootWriter {
    * there is followed inside the root, as docker does, when it leads to what is being written
    * (a directory for a directory, a file or nothing for a file); otherwise it is replaced.
    */
-  async #target(dest: string, type: SourceEntry['type'], parentOwner: Owner, mtime?: Date): Promise<string> {
+  #target(
+    dest: string,
+    type: SourceEntry['type'],
+    parentOwner: Owner,
+    mtime?: Date,
+  ): { host: string; path: string } {
     const clean = posix.normalize(`/${dest}`);
-    const parentHost = await this.mkdirp(posix.dirname(clean), parentOwner, mtime);
-    const host = join(parentHost, posix.basename(clean));
-    const st = await lstat(host).catch(() => undefined);
-    if (!st?.isSymbolicLink() || (type !== 'directory' && type !== 'file')) return host;
-    const real = await this.resolve(clean, { followLast: true });
-    const tst = await lstat(real.host).catch(() => undefined);
-    if (type === 'directory' && tst?.isDirectory()) return real.host;
+    const parent = this.#mkdirp(posix.dirname(clean), parentOwner, mtime);
+    const path = posix.join(parent.path, posix.basename(clean));
+    const host = join(this.root, path);
+    const st = lstatOrUndefined(host);
+    if (!st?.isSymbolicLink() || (type !== 'directory' && type !== 'file')) return { host, path };
+    const real = this.resolveSync(path, { followLast: true });
+    const tst = lstatOrUndefined(real.host);
+    if (type === 'directory' && tst?.isDirectory()) return real;
     if (type === 'file' && (tst === undefined || tst.isFile())) {
-      const parent = await this.mkdirp(posix.dirname(real.path), parentOwner, mtime);
-      return join(parent, posix.basename(real.path));
+      const p = this.#mkdirp(posix.dirname(real.path), parentOwner, mtime);
+      const rp = posix.join(p.path, posix.basename(real.path));
+      return { host: join(this.root, rp), path: rp };
     }
-    return host;
+    return { host, path };
   }
 
   /**
@@ -146,36 +179,51 @@ export class RootWriter {
     dest: string,
     opts: { owner: Owner; chmod?: number; parentOwner: Owner; mtime?: Date },
   ): Promise<void> {
-    const host = await this.#target(dest, entry.type, opts.parentOwner, opts.mtime);
+    const { host, path } = this.#target(dest, entry.type, opts.parentOwner, opts.mtime);
     const mode = opts.chmod ?? entry.mode;
     const time = new Date(entry.mtimeMs);
     switch (entry.type) {
       case 'directory': {
-        const exists = await this.#clear(host, true);
+        const exists = this.#clear(host, true);
         if (!exists) {
-          await mkdir(host, { mode: 0o700 });
-          await chmod(host, mode);
-          await lchown(host, opts.owner.uid, opts.owner.gid);
-        } else if (opts.chmod !== undefined) await chmod(host, mode);
+          mkdirSync(host, { mode: 0o700 });
+          chmodSync(host, mode);
+          lchownSync(host, opts.owner.uid, opts.owner.gid);
+        } else if (opts.chmod !== undefined) chmodSync(host, mode);
+        this.#dirs.add(path);
         return;
       }
       case 'file':
-        await this.#clear(host, false);
-        await copyFile(entry.abs, host, constants.COPYFILE_EXCL);
-        await lchown(host, opts.owner.uid, opts.owner.gid);
-        await chmod(host, mode);
-        await lutimes(host, time, time);
+        this.#clear(host, false);
+        this.#forget(path);
+        copyFileSync(entry.abs, host, constants.COPYFILE_EXCL);
+        lchownSync(host, opts.owner.uid, opts.owner.gid);
+        chmodSync(host, mode);
+        lutimesSync(host, time, time);
         return;
       case 'symlink':
-        await this.#clear(host, false);
-        await symlink(entry.link ?? '', host);
-        await lchown(host, opts.owner.uid, opts.owner.gid);
-        await lutimes(host, time, time);
+        this.#clear(host, false);
+        this.#forget(path);
+        symlinkSync(entry.link ?? '', host);
+        lchownSync(host, opts.owner.uid, opts.owner.gid);
+        lutimesSync(host, time, time);
         return;
       default:
         // sockets, fifos and devices in a context are not copied (docker cannot either)
         return;
     }
+  }
+
+  /** Something else changed the tree (a tar was extracted): look everything up again. */
+  forgetAll(): void {
+    this.#dirs.clear();
+    this.#dirs.add('/');
+  }
+
+  /** `path` (and what is below it) is no longer a known directory. */
+  #forget(path: string): void {
+    if (!this.#dirs.has(path)) return;
+    for (const d of this.#dirs) if (d === path || d.startsWith(`${path}/`)) this.#dirs.delete(d);
   }
 
   /** Write bytes as a file at container path `dest` (heredoc sources). */
@@ -184,18 +232,21 @@ export class RootWriter {
     dest: string,
     opts: { owner: Owner; mode: number; parentOwner: Owner; mtime: Date },
   ): Promise<void> {
-    const host = await this.#target(dest, 'file', opts.parentOwner, opts.mtime);
-    await this.#clear(host, false);
-    await writeFile(host, bytes, { flag: 'wx', mode: 0o600 });
-    await lchown(host, opts.owner.uid, opts.owner.gid);
-    await chmod(host, opts.mode);
-    await lutimes(host, opts.mtime, opts.mtime);
+    const { host, path } = this.#target(dest, 'file', opts.parentOwner, opts.mtime);
+    this.#clear(host, false);
+    this.#forget(path);
+    writeFileSync(host, bytes, { flag: 'wx', mode: 0o600 });
+    lchownSync(host, opts.owner.uid, opts.owner.gid);
+    chmodSync(host, opts.mode);
+    lutimesSync(host, opts.mtime, opts.mtime);
   }
 
   /** Set a copied directory's mtime after its contents were written. */
   async touchDir(dest: string, mtimeMs: number): Promise<void> {
-    const { host } = await this.resolve(dest, { followLast: true });
+    const { host } = this.resolveSync(dest, { followLast: true });
     const t = new Date(mtimeMs);
-    await lutimes(host, t, t).catch(() => {});
+    try {
+      lutimesSync(host, t, t);
+    } catch {}
   }
 }
