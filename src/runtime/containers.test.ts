@@ -409,6 +409,17 @@ describe('containers', { skip }, () => {
     assert.equal(r.exitCode, 0);
     assert.equal(out.text, 'yes\n');
     assert.deepEqual(pulled, [`${registry.host}/test/bb:1`]);
+    // a committed image (made by an earlier test) goes to the registry and runs from there
+    await push('committed:1', `docker://${registry.host}/test/committed:1`, { root });
+    const out2 = new Collect();
+    const c2 = await runImage(`${registry.host}/test/committed:1`, {
+      root: root2,
+      command: ['sh', '-c', 'cat /etc/added; test -e /bin/wget || echo no wget'],
+      stdout: out2,
+      autoRemove: true,
+    });
+    assert.equal(c2.exitCode, 0);
+    assert.equal(out2.text, 'new\nno wget\n');
     // now it is there: no second pull
     await runImage(`${registry.host}/test/bb:1`, {
       root: root2,
