@@ -13,8 +13,6 @@
 // processWord keeps whitespace; processWords also splits into words on whitespace outside
 // quotes (the value of an unquoted $VAR is split too), as buildkit's ProcessWords does.
 
-import { StratumError } from '../errors/errors.js';
-
 export type LexEnv = ReadonlyMap<string, string>;
 
 /** Thrown for a bad substitution; the caller adds the file and line. */
@@ -214,17 +212,4 @@ export function processWords(word: string, env: LexEnv, escapeChar = '\\'): stri
   new Scanner(word, escapeChar, env).run(out);
   out.end();
   return out.words;
-}
-
-/** Names a word refers to ($X, ${X...}), for knowing which build args an instruction uses. */
-export function referencedNames(word: string): Set<string> {
-  const names = new Set<string>();
-  for (const m of word.matchAll(/\$\{?([A-Za-z_][A-Za-z0-9_]*)/g)) names.add(m[1] as string);
-  return names;
-}
-
-/** A LexError as a StratumError naming the place. */
-export function lexFailure(e: unknown, where: string): StratumError {
-  if (e instanceof LexError) return new StratumError('ERR_BUILD_SYNTAX', `${where}: ${e.message}`);
-  throw e;
 }
