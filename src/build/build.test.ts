@@ -626,6 +626,45 @@ describe('stratum build', { skip }, () => {
     assert.deepEqual(await readdir(join(root, 'build-cache', 'work')), []);
   });
 
+  it('after a build is killed with -9 mid-RUN, the next build cleans up its container, mount and work directory', async (t) => {
+    const { store, ctx, root } = await setup(t);
+    await files(ctx, { Dockerfile: 'FROM busybox\nRUN echo started; sleep 600\n' });
+    await store.close();
+    const script = join(ctx, '..', 'child.mjs');
+    await writeFile(
+      script,
+      [
+        `import { openStore } from ${JSON.stringify(new URL('../layout/store.js', import.meta.url).href)};`,
+        `import { build } from ${JSON.stringify(new URL('./build.js', import.meta.url).href)};`,
+        `const store = await openStore({ root: ${JSON.stringify(root)} });`,
+        `await build({ store, context: ${JSON.stringify(ctx)}, output: process.stdout });`,
+      ].join('\n'),
+    );
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (c: Buffer) => {
+        if (c.toString().includes('started')) resolve();
+      });
+      child.on('exit', () => reject(new Error('the build ended before its RUN started')));
+    });
+    const exited = new Promise((resolve) => child.on('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+    assert.ok((await mountsUnder(root)).length > 0, 'the killed build left its overlay mounted');
+    assert.equal((await readdir(join(root, 'build-cache', 'work'))).length, 1);
+
+    const next = await openStore({ root });
+    t.after(() => next.close());
+    await files(ctx, { Dockerfile: 'FROM busybox\nRUN echo fine\n' });
+    const r = await run(next, ctx);
+    assert.equal(r.output, 'fine\n');
+    assert.deepEqual(await mountsUnder(root), []);
+    assert.deepEqual(await readdir(join(root, 'build-cache', 'work')), []);
+    const { stdout } = await exec('runc', ['--root', '/run/stratum/runc', 'list', '-q']);
+    assert.ok(!stdout.split('\n').some((id) => id.startsWith(`proc-${child.pid}-`)), 'its container is gone');
+  });
+
   it('buildCacheRoots lists what the cache uses; pruneBuildCache empties it', async (t) => {
     const { store, ctx, root } = await setup(t);
     await files(ctx, { Dockerfile: 'FROM busybox\nCOPY Dockerfile /\nRUN echo x > /x\n' });

@@ -38,7 +38,7 @@ import { applyLayer } from '../layer/apply.js';
 import { diffOverlayUpper } from '../layer/diff.js';
 import type { Store } from '../layout/store.js';
 import { formatReference, parseNormalizedReference, withDefaultTag } from '../reference/reference.js';
-import { runProcess } from '../runtime/process.js';
+import { reapProcesses, runProcess } from '../runtime/process.js';
 import { mountOverlay, unmount } from '../snapshot/overlay.js';
 import { type SnapshotLayer, Snapshots } from '../snapshot/snapshots.js';
 import { isIndexMediaType, MediaType } from '../spec/media-types.js';
@@ -1353,6 +1353,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const snapshots = await Snapshots.open(opts.store.root);
   const workBase = join(opts.store.root, BUILD_CACHE_DIR, BUILD_WORK_DIR);
   await mkdir(workBase, { recursive: true });
+  // a build killed with -9 may have left a RUN container running over its work directory
+  await reapProcesses({
+    ...(opts.runtimeRoot ? { runtimeRoot: opts.runtimeRoot } : {}),
+    ...(opts.runtime ? { runtime: opts.runtime } : {}),
+  }).catch(() => {});
   await cleanDeadWork(workBase);
   const workRoot = join(workBase, `build-${process.pid}-${randomBytes(6).toString('hex')}`);
   await mkdir(workRoot, { recursive: true });
