@@ -36,7 +36,6 @@ import {
   open,
   readFile,
   rm,
-  stat,
   utimes,
   writeFile,
 } from 'node:fs/promises';
@@ -1032,28 +1031,6 @@ export class Containers {
       }
       await this.volumes.remove(name);
     });
-  }
-
-  /** Bytes in the container's upper directory (its changes), without following mounts. */
-  async changedBytes(ref: string): Promise<number> {
-    const r = await this.records.find(ref);
-    const { diskUsage } = await import('../snapshot/snapshots.js');
-    return diskUsage(this.upperOf(r.id)).catch(() => 0);
-  }
-
-  /** The pid of the container's process on the host, when running. */
-  async pidOf(ref: string): Promise<number | undefined> {
-    const r = await this.records.find(ref);
-    const text = await readFile(join(this.dirOf(r.id), PID_FILE), 'utf8').catch(() => '');
-    const pid = Number.parseInt(text, 10);
-    return Number.isInteger(pid) &&
-      pid > 0 &&
-      (await stat(`/proc/${pid}`).then(
-        () => true,
-        () => false,
-      ))
-      ? pid
-      : undefined;
   }
 }
 
