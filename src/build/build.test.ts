@@ -18,7 +18,7 @@ import { makeTarball, file as tarFile, symlink as tarSymlink } from '../layer/ap
 import { openStore, type Store } from '../layout/store.js';
 import { mountsUnder } from '../snapshot/overlay.js';
 import { captureContext } from '../testing/cli.js';
-import { makeImage, makeTar, pushImage } from '../testing/images.js';
+import { makeImage, makeIndex, makeTar, pushImage } from '../testing/images.js';
 import { tempDir } from '../testing/tmp.js';
 import { type BuildEvent, type BuildOptions, type BuildResult, build } from './build.js';
 import { buildCacheRoots, pruneBuildCache } from './cache.js';
@@ -725,6 +725,36 @@ describe('stratum build', { skip }, () => {
     const rootfs = join(bundle, 'rootfs');
     assert.equal(await readFile(join(rootfs, 'bin/tool'), 'utf8'), 'tool\n');
     assert.equal(await readFile(join(rootfs, 'f.txt'), 'utf8'), 'f\n');
+  });
+
+  it('a base image that is an index gives the platform asked for', async (t) => {
+    const { store, ctx } = await setup(t);
+    const arch = (a: string) =>
+      makeImage({
+        platform: { os: 'linux', architecture: a },
+        layers: [[{ path: 'arch', content: `${a}\n` }]],
+      });
+    const amd = await arch('amd64');
+    const arm = await arch('arm64');
+    for (const i of [amd, arm]) await pushImage(store, i);
+    const index = makeIndex([
+      { image: amd, platform: { os: 'linux', architecture: 'amd64' } },
+      { image: arm, platform: { os: 'linux', architecture: 'arm64' } },
+    ]);
+    await store.push(index.descriptor, index.bytes);
+    await store.tag(index.descriptor, 'docker.io/library/multi:1');
+    await files(ctx, {
+      Dockerfile: 'FROM multi:1 AS m\nFROM busybox\nCOPY --from=m /arch /arch\nRUN cat /arch\n',
+    });
+    const r = await run(store, ctx, { platform: { os: 'linux', architecture: 'arm64' } });
+    assert.equal(r.output, 'arm64\n');
+    const { config } = await configOf(store, r);
+    assert.equal(config.architecture, 'amd64', 'the busybox stage keeps its own platform');
+    const m = await run(store, ctx, {
+      dockerfileText: 'FROM multi:1\n',
+      platform: { os: 'linux', architecture: 'amd64' },
+    });
+    assert.equal((await configOf(store, m)).config.architecture, 'amd64');
   });
 
   it('the build command: -q prints the image id, --json prints events and a result', async (t) => {

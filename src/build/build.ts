@@ -86,7 +86,7 @@ export interface BuildOptions {
   readonly network?: 'none' | 'host';
   /** The platform of base images picked from an index, and of `FROM scratch` (default: this machine's). */
   readonly platform?: Platform;
-  /** Bring a base image that is not in the store into it (e.g. pull from its registry); resolves to its store ref. */
+  /** Bring a base image that is not in the store into it under `ref` (its full normalised name), e.g. by pulling it. */
   readonly pull?: (ref: string, signal?: AbortSignal) => Promise<void>;
   /** Where RUN output goes (default: nowhere; the tail is kept for errors). */
   readonly output?: Writable;
