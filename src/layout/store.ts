@@ -466,22 +466,35 @@ export class Store implements Target, Deleter, RootLister, TagLister {
    * Remove every blob not reachable from index.json or from a live lease (walking manifests
    * to their config, layers and subject, and keeping referrers of what is kept), plus temp
    * files and leases of dead processes. If a reachable manifest cannot be read, nothing is
-   * deleted and the error says which. `keep` names more blobs to keep as they are (layers a
-   * build cache refers to, say); they are not walked.
+   * deleted and the error says which. `roots` are more manifests to keep with all they reach
+   * (the images of existing containers, say); `keep` names more blobs to keep as they are
+   * (layers a build cache refers to); those are not walked.
    */
   async gc(
-    opts: { readonly signal?: AbortSignal; readonly keep?: Iterable<string> } = {},
+    opts: {
+      readonly signal?: AbortSignal;
+      readonly roots?: readonly Descriptor[];
+      readonly keep?: Iterable<string>;
+    } = {},
   ): Promise<GcResult> {
     if (this.layout.readOnly) {
       throw new StratumError('ERR_READ_ONLY', `${this.description}: cannot gc: the store is read-only`);
     }
     const lockOpts = this.#lockTimeoutMs === undefined ? {} : { timeoutMs: this.#lockTimeoutMs };
     return serialized(this.#gcLockPath, () =>
-      withFileLock(this.#gcLockPath, () => this.#gcLocked(opts.signal, new Set(opts.keep ?? [])), lockOpts),
+      withFileLock(
+        this.#gcLockPath,
+        () => this.#gcLocked(opts.signal, opts.roots ?? [], new Set(opts.keep ?? [])),
+        lockOpts,
+      ),
     );
   }
 
-  async #gcLocked(signal: AbortSignal | undefined, keep: ReadonlySet<string>): Promise<GcResult> {
+  async #gcLocked(
+    signal: AbortSignal | undefined,
+    roots: readonly Descriptor[],
+    keep: ReadonlySet<string>,
+  ): Promise<GcResult> {
     const removedTempFiles = await this.layout.cleanTemp([`${STORE_GC_LOCK}.stale-`]);
     // order matters (see the top of this file): blobs, then leases, then index.json
     const blobs = await this.layout.listBlobs();
@@ -501,6 +514,7 @@ export class Store implements Target, Deleter, RootLister, TagLister {
     };
     for (const e of index.entries) await walk(e.descriptor, 'index.json');
     for (const l of leased) await walk(l, `lease ${l.lease}`);
+    for (const d of roots) await walk(d, 'a root the caller named');
     await this.#keepReferrers(blobs, reachable, walk);
 
     const removedBlobs: Digest[] = [];

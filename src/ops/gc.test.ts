@@ -67,4 +67,19 @@ describe('ops gc', () => {
     const third = await gc({ root });
     assert.equal(third.snapshots.removed, chainB.chainIds.length);
   });
+
+  it('Store.gc keeps what named roots reach (the image of a container whose tag is gone)', async (t) => {
+    const root = join(await tempDir(t), 'store');
+    const store = await openStore({ root });
+    const img = await makeImage({ layers: [[{ path: 'a', content: 'a' }]] });
+    await pushImage(store, img, 'a');
+    await store.rmi('a');
+    await store.close();
+    const s2 = await openStore({ root });
+    const kept = await s2.gc({ roots: [img.manifest.descriptor] });
+    assert.deepEqual(kept.removedBlobs, []);
+    const gone = await s2.gc();
+    assert.equal(gone.removedBlobs.length, img.blobs.length);
+    await s2.close();
+  });
 });

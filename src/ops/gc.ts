@@ -9,6 +9,7 @@ import { fetchConfig, fetchManifest } from '../image/image.js';
 import { pathExists } from '../internal/fs.js';
 import type { GcResult, Store } from '../layout/store.js';
 import { Containers } from '../runtime/containers.js';
+import { reapProcesses } from '../runtime/process.js';
 import { chainIds } from '../snapshot/chain-id.js';
 import { Snapshots } from '../snapshot/snapshots.js';
 import type { Descriptor } from '../spec/types.js';
@@ -63,13 +64,21 @@ export async function gc(opts: GcOptions = {}): Promise<GcAllResult> {
   try {
     const store = await session.store();
     const root = session.root;
-    await (await Containers.open(root)).sweep();
+    const containers = await Containers.open(root);
+    await containers.sweep();
+    // one-off containers (build steps) whose process died
+    await reapProcesses();
     const buildCache = await pruneBuildCache(root, {
       olderThanMs: Number.POSITIVE_INFINITY,
       hasBlob: (d) => pathExists(store.layout.blobPath(d)),
     });
     const cached = await buildCacheRoots(root);
-    const blobs = await store.gc({ ...(opts.signal ? { signal: opts.signal } : {}), keep: cached.blobs });
+    // the images of existing containers stay, so a container can still be committed
+    const blobs = await store.gc({
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      roots: await containers.manifestsInUse(),
+      keep: cached.blobs,
+    });
     const keep = await imageChains(store, opts.signal);
     for (const c of cached.chainIds) keep.add(c);
     const snapshots = await (await Snapshots.open(root)).gc(keep);
