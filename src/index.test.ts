@@ -31,6 +31,16 @@ it('exports the library with one import', () => {
     'unpack',
     'unpackImage',
     'makeRuntimeConfig',
+    'gc',
+    'run',
+    'runImage',
+    'commitImage',
+    'runProcess',
+    'Containers',
+    'commitContainer',
+    'Snapshots',
+    'chainIds',
+    'mountOverlay',
   ]) {
     assert.equal(typeof (stratum as Record<string, unknown>)[name], 'function', name);
   }

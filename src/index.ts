@@ -32,9 +32,21 @@ export * from './layer/whiteout.js';
 export * from './layout/layout.js';
 export * from './layout/store.js';
 export * from './ops/copy-image.js';
+export { type GcAllResult, type GcOptions, gc } from './ops/gc.js';
 export * from './ops/import.js';
 export * from './ops/inspect.js';
 export * from './ops/layers.js';
+export {
+  type ContainerOpOptions,
+  commit as commitImage,
+  openContainers,
+  type RunImageOptions,
+  type RunImageResult,
+  runImage,
+  runImage as run,
+  storeImage,
+  withContainers,
+} from './ops/run.js';
 export { Session, type SessionOptions } from './ops/session.js';
 export * from './ops/unpack.js';
 export * from './reference/reference.js';
@@ -48,6 +60,25 @@ export {
   staticCredentials,
 } from './registry/credentials.js';
 export * from './registry/target.js';
+export { type CommitOptions, type CommitResult, commitContainer } from './runtime/commit.js';
+export {
+  type AttachOptions,
+  type ContainerInfo,
+  type ContainerStatus,
+  Containers,
+  type CreateOptions,
+  type ExecOptions,
+  type ExitResult,
+} from './runtime/containers.js';
+export {
+  type ProcessResult,
+  type ProcessRunOptions,
+  reapProcesses,
+  runProcess,
+} from './runtime/process.js';
+export { DEFAULT_CAPABILITIES, parseByteSize } from './runtime/spec.js';
+export type { ContainerRecord } from './runtime/state.js';
+export { parseVolumeSpec, type VolumeInfo, type VolumeSpec, Volumes } from './runtime/volumes.js';
 export { Htpasswd, parseBasicAuth, parseHtpasswd } from './server/htpasswd.js';
 export {
   closeRegistryServer,
@@ -55,6 +86,9 @@ export {
   type RegistryServerOptions,
   registryServerState,
 } from './server/server.js';
+export * from './snapshot/chain-id.js';
+export * from './snapshot/overlay.js';
+export * from './snapshot/snapshots.js';
 export * from './spec/media-types.js';
 export * from './spec/types.js';
 export * from './spec/validate.js';
