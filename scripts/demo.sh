@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up and run the demo: build -> push -> pull -> copy, offline, on loopback.
+# Set up and run the demo: build -> push -> pull -> run -> commit, offline, on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

@@ -1,8 +1,10 @@
-// The demo: the main job of stratum, offline, on loopback, printing each step and the
-// command it runs. Today: make a busybox image from this machine's busybox-static, push it
-// to `stratum serve` started on 127.0.0.1, pull it into an empty store, look at its layers,
-// unpack it to a runtime bundle, copy it to a docker archive and back. (Run and build join
-// it as they land.) It needs nothing but Node, busybox-static and GNU tar.
+// The demo: the main job of stratum — build, ship, run — offline, on loopback, printing each
+// step and the command it runs: make a busybox base image from this machine's busybox-static,
+// build an app image on it from a Dockerfile (RUN, COPY, ENV, WORKDIR, CMD), push it to
+// `stratum serve` started on 127.0.0.1, pull it into an empty store, run it (overlay
+// snapshots + runc), change a container and commit it, rebuild from the cache, look at the
+// layers, copy to a docker archive and back, unpack a bundle, verify and gc. It needs Node,
+// busybox-static, GNU tar and (for run and build, as root) runc.
 
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -12,6 +14,18 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const CLI = fileURLToPath(new URL('./main.js', import.meta.url));
+
+const DOCKERFILE = `FROM demo/busybox:1
+RUN mkdir -p /app && echo "this line was written by a RUN step" > /app/built.txt
+COPY hello.sh /app/hello.sh
+ENV GREETING="hello from stratum"
+WORKDIR /app
+CMD ["/bin/sh", "/app/hello.sh"]
+`;
+
+const HELLO_SH = `echo "$GREETING (in $(pwd), on host $(hostname))"
+cat /app/built.txt
+`;
 const BUSYBOX = '/bin/busybox';
 
 let stepNo = 0;
@@ -95,39 +109,67 @@ async function main(): Promise<void> {
     registry = await startServe(join(work, 'registry-store'));
     process.stdout.write(`registry at http://${registry.host}\n`);
 
-    step("Make an image from this machine's busybox-static");
+    step("Make a base image from this machine's busybox-static");
     const tar = await makeRootfsTar(work);
-    stratum(storeA, [
-      'import',
-      '-c',
-      'CMD ["/bin/sh", "-c", "echo hello from stratum"]',
-      tar,
-      'demo/busybox:1',
-    ]);
+    stratum(storeA, ['import', '-c', 'CMD ["/bin/sh"]', tar, 'demo/busybox:1']);
+    const canRun = process.getuid?.() === 0 && existsSync('/usr/sbin/runc');
+    let app = 'demo/busybox:1';
+    if (canRun) {
+      step('Build an app image on it from a Dockerfile: each RUN and COPY is a layer');
+      const context = join(work, 'context');
+      await mkdir(context);
+      await writeFile(join(context, 'Dockerfile'), DOCKERFILE);
+      await writeFile(join(context, 'hello.sh'), HELLO_SH);
+      process.stdout.write(`${DOCKERFILE.replace(/^/gm, '  | ')}\n`);
+      stratum(storeA, ['build', '-t', 'demo/app:1', context]);
+      step('Build it again: every step comes from the cache');
+      stratum(storeA, ['build', '-t', 'demo/app:1', context]);
+      app = 'demo/app:1';
+    } else {
+      process.stdout.write('(not root or no runc: skipping build; shipping the base image)\n');
+    }
     stratum(storeA, ['images']);
 
-    const remote = `docker://${registry.host}/demo/busybox:1`;
+    const remote = `docker://${registry.host}/${app}`;
     step('Push it to the registry');
-    stratum(storeA, ['push', 'demo/busybox:1', remote]);
+    stratum(storeA, ['push', app, remote]);
 
     step('Pull it back into an empty store');
     stratum(storeB, ['pull', remote]);
     stratum(storeB, ['images']);
 
     step('Push again: every blob already exists');
-    stratum(storeB, ['push', `${registry.host}/demo/busybox:1`]);
+    stratum(storeB, ['push', `${registry.host}/${app}`]);
 
-    const archive = join(work, 'busybox.tar');
+    if (canRun) {
+      step('Run it: its layers as shared overlay snapshots, a writable layer, runc');
+      stratum(storeB, ['run', '--rm', `${registry.host}/${app}`]);
+      step('Change a container and commit it as a new image');
+      stratum(storeB, [
+        'run',
+        '--name',
+        'demo-change',
+        `${registry.host}/${app}`,
+        'sh',
+        '-c',
+        'rm /app/built.txt && echo committed > /app/new.txt',
+      ]);
+      stratum(storeB, ['commit', 'demo-change', 'demo/app:2']);
+      stratum(storeB, ['rm', 'demo-change']);
+      stratum(storeB, ['run', '--rm', 'demo/app:2', 'ls', '/app']);
+    }
+
+    const archive = join(work, 'app.tar');
     step('Copy it to a docker save archive, and back');
-    stratum(storeB, ['copy', `${registry.host}/demo/busybox:1`, `docker-archive:${archive}:demo/busybox:1`]);
-    stratum(storeB, ['copy', `docker-archive:${archive}`, 'demo/busybox:from-archive']);
+    stratum(storeB, ['copy', `${registry.host}/${app}`, `docker-archive:${archive}:${app}`]);
+    stratum(storeB, ['copy', `docker-archive:${archive}`, 'demo/app:from-archive']);
     const a = JSON.parse(
-      stratum(storeB, ['inspect', '--json', `${registry.host}/demo/busybox:1`], { echo: false }),
+      stratum(storeB, ['inspect', '--json', `${registry.host}/${app}`], { echo: false }),
     ) as {
       Layers: string[];
     };
     const b = JSON.parse(
-      stratum(storeB, ['inspect', '--json', 'demo/busybox:from-archive'], { echo: false }),
+      stratum(storeB, ['inspect', '--json', 'demo/app:from-archive'], { echo: false }),
     ) as {
       Layers: string[];
     };
@@ -136,9 +178,9 @@ async function main(): Promise<void> {
     );
 
     step('Look at its layers, and unpack it into an OCI runtime bundle');
-    stratum(storeB, ['layers', `${registry.host}/demo/busybox:1`]);
-    stratum(storeB, ['unpack', `${registry.host}/demo/busybox:1`, join(work, 'bundle')]);
-    if (process.getuid?.() === 0 && existsSync('/usr/sbin/runc')) {
+    stratum(storeB, ['layers', `${registry.host}/${app}`]);
+    stratum(storeB, ['unpack', `${registry.host}/${app}`, join(work, 'bundle')]);
+    if (canRun) {
       step(
         'Run the bundle with runc (the config asks for a terminal; the demo has none, so it turns that off)',
       );
@@ -153,14 +195,14 @@ async function main(): Promise<void> {
       });
       spawnSync('runc', ['delete', '-f', id], { stdio: 'ignore' });
       if (r.status !== 0) throw new Error(`runc run exited with ${r.status}`);
-    } else {
-      process.stdout.write('(not root or no runc: skipping runc run of the bundle)\n');
     }
 
-    step('Check the store');
+    step('Check the store, and collect what nothing uses');
     stratum(storeB, ['verify']);
+    stratum(storeB, ['rmi', 'demo/app:from-archive']);
+    stratum(storeB, ['gc']);
     process.stdout.write(
-      '\nDemo finished: import -> push (stratum serve) -> pull -> layers -> unpack -> runc run -> archive round trip, all offline.\n',
+      `\nDemo finished: ${canRun ? 'build -> ' : ''}push (stratum serve) -> pull -> ${canRun ? 'run -> commit -> ' : ''}archive round trip -> layers -> unpack -> verify -> gc, all offline.\n`,
     );
   } finally {
     if (registry) {

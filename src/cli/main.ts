@@ -52,7 +52,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   const onSignal = (sig: NodeJS.Signals) => {
     interrupted++;
     if (interrupted > 1) process.exit(130);
-    process.stderr.write(`\nstratum: ${sig}: cancelling (again to force)\n`);
+    // Ctrl-C gets an answer on the terminal; a SIGTERM (a supervisor stopping us) a quiet stop
+    if (sig === 'SIGINT') process.stderr.write(`\nstratum: ${sig}: cancelling (again to force)\n`);
     controller.abort(new StratumError('ERR_ABORTED', `cancelled by ${sig}`));
   };
   if (!command?.ownsSignals) {
