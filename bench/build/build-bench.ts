@@ -17,13 +17,18 @@
 //           is already there, as buildah's vfs storage has the base extracted);
 //           buildah: `buildah bud --layers` into a fresh storage root holding only the base
 //   cached  the same build again right after, nothing changed
+//   fresh   (stratum) a fresh store holding the base's blobs only (cp -a of a template, not
+//           timed): nothing cached, the base's snapshot still to extract
+//   nocache (buildah) `--no-cache` in the root the cached build used
+// The issue's targets are on cold and cached; the other two pairings are shown for symmetry.
 // Every run goes under GNU time (bench/copy/measure.ts: wall, CPU of the process and its
 // waited-for children, peak RSS).
 //
 // Checks: every build exits 0; stratum's `--json` result says 6 layers (base + 3 RUN + WORKDIR +
-// COPY), cold builds 5 new and hits 0 cache entries, cached hits all 7 steps and gives the cold
-// build's image id; buildah's image has 5 layers (its WORKDIR makes none), its cached build
-// prints "Using cache" for every step and gives the cold build's image id; once at the end each
+// COPY), cold and fresh build 5 new and hit 0 cache entries, cached hits all 7 steps and gives
+// the cold build's image id; buildah's image has 5 layers (its WORKDIR makes none), its cold and
+// nocache builds print no "Using cache", its cached build prints it for every step and gives the
+// cold build's image id; once at the end each
 // tool's last image runs `cat /app/count` and must print the number of context files.
 //
 // stratum runs from a copy of dist/ taken at the start (others rebuild the checkout).
@@ -97,7 +102,16 @@ if (!Number.isInteger(FILES) || FILES < 1) throw new Error('--files takes a whol
 let CLI = join(ROOT, 'dist', 'cli', 'main.js');
 
 type Tool = 'stratum' | 'buildah';
-type Phase = 'cold' | 'cached';
+/**
+ * cold: stratum --no-cache in its store / buildah in a fresh root (the issue's comparison);
+ * cached: the same build again; fresh: stratum in a fresh store holding only the base's blobs;
+ * nocache: buildah --no-cache in the root the cached build used.
+ */
+type Phase = 'cold' | 'cached' | 'fresh' | 'nocache';
+const PHASES: Record<Tool, readonly Phase[]> = {
+  stratum: ['cold', 'cached', 'fresh'],
+  buildah: ['cold', 'cached', 'nocache'],
+};
 
 const stratum = (store: string, cmd: string, ...rest: string[]): string[] => [
   process.execPath,
@@ -157,11 +171,15 @@ interface State {
   readonly ctx: Context;
   readonly fixtures: string;
   readonly store: string;
+  /** A store holding the base image's blobs and nothing else, copied for each fresh build. */
+  readonly template: string;
   readonly work: string;
   /** Image ids of the last cold build, per tool. */
   readonly coldIds: Map<Tool, string>;
   /** buildah's storage root of this repetition. */
   buildahRoot?: string;
+  /** stratum's fresh store of this repetition. */
+  freshStore?: string;
 }
 
 let rootSeq = 0;
@@ -177,7 +195,7 @@ async function freshBuildahRoot(st: State): Promise<string> {
 function command(st: State, tool: Tool, phase: Phase): string[] {
   if (tool === 'stratum') {
     return stratum(
-      st.store,
+      phase === 'fresh' ? (st.freshStore as string) : st.store,
       'build',
       '--json',
       '--pull=false',
@@ -196,6 +214,7 @@ function command(st: State, tool: Tool, phase: Phase): string[] {
     'chroot',
     '--layers',
     '--pull=false',
+    ...(phase === 'nocache' ? ['--no-cache'] : []),
     '--build-arg',
     `BASE=${BASE}`,
     '-t',
@@ -211,12 +230,12 @@ async function check(st: State, tool: Tool, phase: Phase, out: string): Promise<
   if (tool === 'stratum') {
     const r = stratumResult(out);
     if (r.layers !== STRATUM_LAYERS) fail(`${r.layers} layers, not ${STRATUM_LAYERS}`);
-    if (phase === 'cold') {
+    if (phase === 'cold' || phase === 'fresh') {
       if (r.cacheHits !== 0 || r.builtLayers !== STRATUM_NEW_LAYERS)
         fail(
-          `--no-cache hit ${r.cacheHits} cache entries and built ${r.builtLayers} layers (want 0, ${STRATUM_NEW_LAYERS})`,
+          `it hit ${r.cacheHits} cache entries and built ${r.builtLayers} layers (want 0, ${STRATUM_NEW_LAYERS})`,
         );
-      st.coldIds.set(tool, r.imageId);
+      if (phase === 'cold') st.coldIds.set(tool, r.imageId);
     } else {
       if (r.cacheHits !== STRATUM_STEPS || r.builtLayers !== 0)
         fail(`the cached build hit ${r.cacheHits} of ${r.steps} steps and built ${r.builtLayers} layers`);
@@ -229,9 +248,9 @@ async function check(st: State, tool: Tool, phase: Phase, out: string): Promise<
   if (img.layers !== BUILDAH_LAYERS) fail(`${img.layers} layers, not ${BUILDAH_LAYERS}`);
   const hits = out.split('\n').filter((l) => l.startsWith('--> Using cache')).length;
   const lastLine = out.trim().split('\n').pop() ?? '';
-  if (phase === 'cold') {
-    if (hits !== 0) fail(`the cold build used the cache ${hits} times`);
-    st.coldIds.set(tool, img.id);
+  if (phase === 'cold' || phase === 'nocache') {
+    if (hits !== 0) fail(`it used the cache ${hits} times`);
+    if (phase === 'cold') st.coldIds.set(tool, img.id);
   } else {
     if (hits !== BUILDAH_STEPS) fail(`the cached build used the cache ${hits} times, not ${BUILDAH_STEPS}`);
     if (img.id !== st.coldIds.get(tool)) fail(`image ${img.id}, the cold build made ${st.coldIds.get(tool)}`);
@@ -279,11 +298,13 @@ async function main(): Promise<void> {
   log('finding (or building) the fixtures...');
   const fixtures = (await getFixtures()).image('busybox').layout;
   const ctx = await makeContext(join(work, 'context'), FILES);
+  const template = join(work, 'stratum-template-store');
+  await run(stratum(template, 'copy', '-q', `oci:${fixtures}:busybox`, BASE));
   const store = join(work, 'stratum-store');
-  await run(stratum(store, 'copy', '-q', `oci:${fixtures}:busybox`, BASE));
+  await run(['cp', '-a', template, store]);
   const logs = join(work, 'logs');
   await mkdir(logs);
-  const st: State = { ctx, fixtures, store, work, coldIds: new Map() };
+  const st: State = { ctx, fixtures, store, template, work, coldIds: new Map() };
   const buildahVersion = (await run([BUILDAH, '--version'])).trim();
   const loadBefore = loadavg();
   log(
@@ -304,8 +325,13 @@ async function main(): Promise<void> {
           const old = st.buildahRoot;
           st.buildahRoot = await freshBuildahRoot(st);
           if (old) await rm(old, { recursive: true, force: true });
+        } else {
+          const old = st.freshStore;
+          st.freshStore = join(work, `stratum-fresh-${rep}`);
+          await run(['cp', '-a', template, st.freshStore]);
+          if (old) await rm(old, { recursive: true, force: true });
         }
-        for (const phase of ['cold', 'cached'] as const) {
+        for (const phase of PHASES[tool]) {
           const busy = await othersBusy();
           const l1 = load1();
           const r = await measure(command(st, tool, phase), {
@@ -314,8 +340,8 @@ async function main(): Promise<void> {
           });
           const facts = await check(st, tool, phase, `${r.stdout}\n${r.stderr}`);
           records.push({
-            group: phase,
-            tool,
+            group: 'build',
+            tool: `${tool} ${phase}`,
             rep,
             seconds: r.seconds,
             cpuSeconds: r.cpuSeconds,
@@ -338,8 +364,32 @@ async function main(): Promise<void> {
   }
 
   const comparisons: Comparison[] = [
-    { group: 'cold', title: 'build, no cache', tool: 'stratum', peer: 'buildah', target: 1.0 },
-    { group: 'cached', title: 'build again, nothing changed', tool: 'stratum', peer: 'buildah', target: 1.0 },
+    {
+      group: 'build',
+      title: 'cold: stratum --no-cache vs buildah in a fresh root',
+      tool: 'stratum cold',
+      peer: 'buildah cold',
+      target: 1.0,
+    },
+    {
+      group: 'build',
+      title: 'cached: the same build again',
+      tool: 'stratum cached',
+      peer: 'buildah cached',
+      target: 1.0,
+    },
+    {
+      group: 'build',
+      title: 'cold: fresh store vs fresh root',
+      tool: 'stratum fresh',
+      peer: 'buildah cold',
+    },
+    {
+      group: 'build',
+      title: 'cold: --no-cache vs --no-cache',
+      tool: 'stratum cold',
+      peer: 'buildah nocache',
+    },
   ];
   const table = rows(records, comparisons);
   const { info, line } = machineInfo(records, loadBefore);
@@ -347,7 +397,8 @@ async function main(): Promise<void> {
   const caption =
     `median of ${REPS} runs, tools alternating; ${line}; commit ${commit}${dirty ? ` + ${dirty} uncommitted src/ files` : ''}; ` +
     `${buildahVersion} (vfs, --isolation chroot, --layers); context ${ctx.files} files, ${fmt(ctx.bytes / 1e6, 1)} MB; all on tmpfs; ` +
-    `cold = stratum --no-cache (base snapshot present) / buildah in a fresh storage root holding the base`;
+    'cold = stratum --no-cache (base snapshot present) / buildah in a fresh storage root holding the base; ' +
+    "fresh = stratum in a fresh store holding the base's blobs only; nocache = buildah --no-cache in the cached build's root";
   process.stdout.write(`${caption}\n\n${markdownTable(table)}\n\n`);
   for (const r of table) {
     if (r.target !== undefined && r.ratio > r.target)
