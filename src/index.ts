@@ -16,6 +16,15 @@ export * from './archive/docker-archive-reader.js';
 export * from './archive/docker-archive-writer.js';
 export * from './archive/oci-archive-reader.js';
 export * from './archive/oci-archive-writer.js';
+export {
+  type BuildEvent,
+  type BuildOptions,
+  type BuildResult,
+  BuildStepError,
+  build,
+} from './build/build.js';
+export { BuildCache, buildCacheRoots, pruneBuildCache } from './build/cache.js';
+export { type Dockerfile, type Instruction, parseDockerfile } from './build/dockerfile.js';
 export * from './bundle/runtime-config.js';
 export * from './bundle/unpack.js';
 export * from './compression/compression.js';
@@ -31,6 +40,7 @@ export { type TarEntryType, type TarHeader, TarReader } from './layer/tar-reader
 export * from './layer/whiteout.js';
 export * from './layout/layout.js';
 export * from './layout/store.js';
+export { type BuildImageOptions, type BuildImageResult, buildImage } from './ops/build.js';
 export * from './ops/copy-image.js';
 export { type GcAllResult, type GcOptions, gc } from './ops/gc.js';
 export * from './ops/import.js';
