@@ -9,6 +9,7 @@ import { StratumError } from '../errors/errors.js';
 import { push } from '../ops/copy-image.js';
 import { commit, type RunImageOptions, runImage, withContainers } from '../ops/run.js';
 import { mountsUnder } from '../snapshot/overlay.js';
+import { diskUsage } from '../snapshot/snapshots.js';
 import { registryAvailable, startRegistry } from '../testing/registry.js';
 import { makeTempDir } from '../testing/tmp.js';
 import { existingCgroups } from './cgroups.js';
@@ -152,6 +153,37 @@ describe('containers', { skip }, () => {
     assert.equal(again.exitCode, 0);
     assert.equal(out.text, 'new\nwget gone\n');
     await containers((c) => c.remove('writer'));
+  });
+
+  it('twenty containers from one image share its snapshots: the disk grows by their upper directories only', async () => {
+    const snapshots = join(root, 'snapshots');
+    // warm: the image's layers are extracted by the first run
+    assert.equal((await run(['true'], { autoRemove: true })).exitCode, 0);
+    const extracted = async () => {
+      const dirs = (await readdir(snapshots)).filter((n) => /^[0-9a-f]{64}$/.test(n));
+      let bytes = 0;
+      for (const d of dirs) bytes += await diskUsage(join(snapshots, d));
+      return { count: dirs.length, bytes };
+    };
+    const before = await extracted();
+    const ids: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const r = await run(['sh', '-c', `echo container ${i} > /tmp/mine && cat /tmp/mine`], {
+        name: `share-${i}`,
+      });
+      assert.equal(r.exitCode, 0, r.err);
+      assert.equal(r.out, `container ${i}\n`);
+      ids.push(r.id);
+    }
+    await containers(async (c) => {
+      let uppers = 0;
+      for (const id of ids) uppers += await diskUsage(c.upperOf(id));
+      // each upper holds its one small file (and the directory it is in)
+      assert.ok(uppers < 20 * 64 * 1024, `the uppers take ${uppers} bytes`);
+      for (const id of ids) await c.remove(id);
+    });
+    // nothing was extracted again, and nothing was written into the snapshots
+    assert.deepEqual(await extracted(), before);
   });
 
   it('binds host directories (read-only when asked) and named volumes, outside the overlay', async () => {
