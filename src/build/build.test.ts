@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { COMMANDS } from '../cli/commands.js';
@@ -16,6 +17,7 @@ import { isStratumError } from '../errors/errors.js';
 import { Image } from '../image/image.js';
 import { makeTarball, file as tarFile, symlink as tarSymlink } from '../layer/apply-fixtures.js';
 import { openStore, type Store } from '../layout/store.js';
+import { runImage } from '../ops/run.js';
 import { mountsUnder } from '../snapshot/overlay.js';
 import { captureContext } from '../testing/cli.js';
 import { makeImage, makeIndex, makeTar, pushImage } from '../testing/images.js';
@@ -222,6 +224,26 @@ describe('stratum build', { skip }, () => {
       join(bundle, 'rootfs/app/bin'),
     ]);
     assert.equal(st.stdout, '1000:1000\n1000:1000\n');
+
+    // stratum runs it too (on its snapshots), and skopeo reads it from the store
+    let out = '';
+    const ran = await runImage('docker.io/library/app:1', {
+      root,
+      pull: 'never',
+      autoRemove: true,
+      stdout: new Writable({
+        write(c: Buffer, _e, cb) {
+          out += c.toString();
+          cb();
+        },
+      }),
+    });
+    assert.equal(ran.exitCode, 0);
+    assert.equal(out, 'hi from build a b arg1 1000:1001 /app\n');
+    const inspected = JSON.parse(
+      (await exec('skopeo', ['inspect', `oci:${root}:docker.io/library/app:1`])).stdout,
+    );
+    assert.equal(inspected.Digest, r.manifest.digest);
   });
 
   it('a rebuild with nothing changed reuses every step; a changed file rebuilds from its step on', async (t) => {
