@@ -15,6 +15,12 @@
 
 import { existsSync } from 'node:fs';
 import { isAbsolute, posix } from 'node:path';
+import type {
+  RuntimeCapabilities,
+  RuntimeMount,
+  RuntimeProcess,
+  RuntimeUser,
+} from '../bundle/runtime-config.js';
 import { StratumError } from '../errors/errors.js';
 
 export const OCI_VERSION = '1.0.2';
@@ -76,11 +82,8 @@ export interface Resources {
   readonly cpus?: number;
 }
 
-export interface ProcessUser {
-  readonly uid: number;
-  readonly gid: number;
-  readonly additionalGids?: readonly number[];
-}
+/** The user a process runs as (uid, gid, additional gids), as in config.json. */
+export type ProcessUser = RuntimeUser;
 
 export interface ProcessSpec {
   readonly terminal?: boolean;
@@ -104,31 +107,10 @@ export interface SpecOptions {
   readonly annotations?: Readonly<Record<string, string>>;
 }
 
-export interface OciMount {
-  readonly destination: string;
-  readonly type: string;
-  readonly source: string;
-  readonly options?: readonly string[];
-}
-
-export interface OciCapabilities {
-  readonly bounding: readonly string[];
-  readonly effective: readonly string[];
-  readonly inheritable: readonly string[];
-  readonly permitted: readonly string[];
-  readonly ambient: readonly string[];
-}
-
-export interface OciProcess {
-  readonly terminal: boolean;
-  readonly user: ProcessUser;
-  readonly args: readonly string[];
-  readonly env: readonly string[];
-  readonly cwd: string;
-  readonly capabilities: OciCapabilities;
-  readonly rlimits: readonly { readonly type: string; readonly hard: number; readonly soft: number }[];
-  readonly noNewPrivileges: boolean;
-}
+// the runtime-spec types are shared with bundle/ (which writes config.json as umoci does)
+export type OciMount = RuntimeMount;
+export type OciCapabilities = RuntimeCapabilities;
+export type OciProcess = RuntimeProcess;
 
 /** The config.json stratum writes for runc. */
 export interface OciSpec {
