@@ -962,8 +962,10 @@ export class Containers {
       r?.runtime ?? (await findRuntime(this.#runtime).catch(() => 'runc')),
       this.runtimeRoot,
     );
-    await rt.kill(id, 'KILL', { all: true }).catch(() => {});
-    await rt.delete(id, { force: true }).catch(() => {});
+    if (rt.known(id)) {
+      await rt.kill(id, 'KILL', { all: true }).catch(() => {});
+      await rt.delete(id, { force: true }).catch(() => {});
+    }
     const left = await removeCgroups(id, r?.cgroups ?? []);
     await this.#unmountAll(id);
     const mounted = await mountsUnder(this.dirOf(id));

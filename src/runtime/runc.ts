@@ -4,7 +4,7 @@
 // are spawned by their callers with `Runtime.args()`.
 
 import { execFile } from 'node:child_process';
-import { constants } from 'node:fs';
+import { constants, existsSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { StratumError } from '../errors/errors.js';
@@ -97,8 +97,18 @@ export class Runtime {
     });
   }
 
+  /**
+   * Whether the runtime may know the container: runc and crun keep a directory per container
+   * under their root. When it is absent, asking them (a process each) can be skipped — the
+   * common case after a container ran in the foreground, which the runtime deletes itself.
+   */
+  known(id: string): boolean {
+    return existsSync(join(this.root, id));
+  }
+
   /** The container's runtime state, or undefined when the runtime does not know it. */
   async state(id: string): Promise<RuntimeState | undefined> {
+    if (!this.known(id)) return undefined;
     try {
       return JSON.parse(await this.exec(['state', id], `state of container ${id}`)) as RuntimeState;
     } catch (e) {
@@ -129,6 +139,7 @@ export class Runtime {
 
   /** Remove the container (force: kill it first); no error when it does not exist. */
   async delete(id: string, opts: { force?: boolean } = {}): Promise<void> {
+    if (!this.known(id)) return;
     try {
       await this.exec(['delete', ...(opts.force ? ['--force'] : []), id], `delete container ${id}`);
     } catch (e) {
