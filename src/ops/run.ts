@@ -7,7 +7,7 @@ import { Image, Index } from '../image/image.js';
 import { hostPlatform } from '../image/platform.js';
 import type { Store } from '../layout/store.js';
 import { familiarString } from '../reference/reference.js';
-import { type CommitOptions, type CommitResult, commitContainer } from '../runtime/commit.js';
+import type { CommitOptions, CommitResult } from '../runtime/commit.js';
 import {
   type AttachOptions,
   Containers,
@@ -19,7 +19,6 @@ import { isIndexMediaType } from '../spec/media-types.js';
 import type { Platform } from '../spec/types.js';
 import { parseLocation } from '../transport/location.js';
 import { storeRefName } from '../transport/open.js';
-import { pull } from './copy-image.js';
 import { Session, type SessionOptions } from './session.js';
 
 export interface ContainerOpOptions extends SessionOptions {
@@ -96,6 +95,8 @@ export async function storeImage(
       );
     }
     opts.onPull?.(shown);
+    // the copy engine loads only when a pull is needed: a warm `run` starts sooner
+    const { pull } = await import('./copy-image.js');
     await pull(refName, { session, ...(opts.signal ? { signal: opts.signal } : {}) });
     desc = await store.resolve(refName);
   }
@@ -150,6 +151,7 @@ export async function commit(
     }
     const store = await session.store();
     const containers = await openContainers(session, opts);
+    const { commitContainer } = await import('../runtime/commit.js');
     const r = await commitContainer(containers, store, container, ref, opts);
     return { ...r, ref };
   });
