@@ -25,6 +25,7 @@ import { Semaphore } from '../internal/pool.js';
 
 const WINDOW = 32 * 1024;
 export const GZIP_BLOCK_SIZE = 4 * 1024 * 1024;
+const STREAM_BLOCK_SIZE = 1024 * 1024;
 const HEADER = Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
 
 function deflateBlock(
@@ -175,7 +176,7 @@ export class ParallelGzip {
 }
 
 /**
- * {@link ParallelGzip} as a Transform: input is gathered into {@link GZIP_BLOCK_SIZE} blocks,
+ * {@link ParallelGzip} as a Transform: input is gathered into `blockSize` blocks (1 MiB),
  * compressed `concurrency` at a time on the thread pool, and the one gzip member comes out in
  * order. Backpressure holds: a block is taken only when the stream's reader keeps up.
  * Streams share `slots` (default: one per core, process-wide), so layers converted at the
@@ -185,7 +186,7 @@ export class ParallelGzip {
 const DEFLATE_SLOTS = new Semaphore(availableParallelism());
 
 export function parallelGzipStream(
-  opts: { level?: number; concurrency?: number; slots?: Semaphore } = {},
+  opts: { level?: number; concurrency?: number; slots?: Semaphore; blockSize?: number } = {},
 ): Transform {
   const level = opts.level ?? DEFAULT_GZIP_LEVEL;
   if (!(Number.isInteger(level) && level >= 0 && level <= 9)) {
@@ -194,7 +195,10 @@ export function parallelGzipStream(
       `gzip compression level ${String(level)} is out of range: use an integer from 0 to 9`,
     );
   }
-  let block: Buffer = Buffer.allocUnsafe(GZIP_BLOCK_SIZE);
+  // 1 MiB, not the 4 MiB layers are made with: ~4 % more CPU, a quarter of the memory
+  // (blocks in flight, their outputs, and the garbage they leave between collections)
+  const size = opts.blockSize ?? STREAM_BLOCK_SIZE;
+  let block: Buffer = Buffer.allocUnsafe(size);
   const slots = opts.slots ?? DEFLATE_SLOTS;
   let filled = 0;
   const free: Buffer[] = [];
@@ -206,7 +210,7 @@ export function parallelGzipStream(
       out?.push(chunk);
     },
     release: (b) => {
-      if (free.length < 2) free.push(b);
+      if (free.length < 4) free.push(b);
     },
   });
   out = new Transform({
@@ -214,13 +218,13 @@ export function parallelGzipStream(
       void (async () => {
         let at = 0;
         while (at < chunk.length) {
-          const n = Math.min(chunk.length - at, GZIP_BLOCK_SIZE - filled);
+          const n = Math.min(chunk.length - at, size - filled);
           chunk.copy(block, filled, at, at + n);
           filled += n;
           at += n;
-          if (filled === GZIP_BLOCK_SIZE) {
+          if (filled === size) {
             const full = block;
-            block = free.pop() ?? Buffer.allocUnsafe(GZIP_BLOCK_SIZE);
+            block = free.pop() ?? Buffer.allocUnsafe(size);
             filled = 0;
             await gz.push(full, await slots.acquire());
           }
