@@ -56,6 +56,7 @@ const COPY_OPTIONS = {
   all: { type: 'boolean', short: 'a' },
   platform: { type: 'string' },
   'dest-compress': { type: 'string' },
+  'dest-compress-level': { type: 'string' },
   format: { type: 'string' },
   jobs: { type: 'string', short: 'j' },
 } as const satisfies OptionSpec;
@@ -65,6 +66,7 @@ options:
   -a, --all               copy every platform of an index (default: this machine's platform)
   --platform OS/ARCH[/V]  pick this platform from an index
   --dest-compress KIND    recompress layers: gzip, zstd or none (default: keep bytes as they are)
+  --dest-compress-level N  its level: gzip 0-9 (default 6), zstd 1-19 (default 3)
   --format oci|docker     write manifests with these media types (default: keep)
   -j, --jobs N            blobs copied at once (default 4)
   --json                  one JSON object per event, and the result
@@ -82,6 +84,15 @@ function copyOptions(
   const comp = v['dest-compress'];
   if (comp !== undefined && !['gzip', 'zstd', 'none'].includes(comp)) {
     throw new UsageError(`--dest-compress takes gzip, zstd or none, not ${JSON.stringify(comp)}`);
+  }
+  const level = v['dest-compress-level'] === undefined ? undefined : Number(v['dest-compress-level']);
+  if (level !== undefined && !Number.isInteger(level)) {
+    throw new UsageError(
+      `--dest-compress-level takes a whole number, not ${JSON.stringify(v['dest-compress-level'])}`,
+    );
+  }
+  if (level !== undefined && (comp === undefined || comp === 'none')) {
+    throw new UsageError('--dest-compress-level needs --dest-compress gzip or zstd');
   }
   const format = v.format;
   if (format !== undefined && format !== 'oci' && format !== 'docker') {
@@ -108,6 +119,7 @@ function copyOptions(
       ...(v.all ? { all: true } : {}),
       ...(platform ? { platform } : {}),
       ...(comp ? { destCompression: comp as LayerCompression } : {}),
+      ...(level !== undefined ? { destCompressionLevel: level } : {}),
       ...(format ? { format: format as ManifestFormat } : {}),
       ...(jobs ? { concurrency: jobs } : {}),
     },

@@ -143,6 +143,36 @@ describe('copy', () => {
     });
   });
 
+  it('recompresses at the level asked for, and refuses a level out of range before copying', async (t) => {
+    const { src, dst } = await layouts(t);
+    const img = await makeImage({ layers: [[{ path: 'big', content: 'abcdefgh'.repeat(50_000) }]] });
+    await pushImage(src, img, 'v1');
+    const fast = await copy(src, 'v1', dst, 'l0', { destCompression: 'gzip', destCompressionLevel: 0 });
+    const best = await copy(src, 'v1', dst, 'l9', { destCompression: 'gzip', destCompressionLevel: 9 });
+    const layerOf = async (d: typeof fast.descriptor) => {
+      const { document } = await fetchManifest(dst, d);
+      assert.equal(document.kind, 'manifest');
+      return document.kind === 'manifest' ? document.manifest.layers[0]! : assert.fail();
+    };
+    const [l1, l9] = [await layerOf(fast.descriptor), await layerOf(best.descriptor)];
+    assert.notEqual(l1.digest, l9.digest);
+    for (const l of [l1, l9]) {
+      assert.equal(digestBytes(gunzipSync(await readAll(await dst.fetch(l), 1 << 24))), img.diffIds[0]);
+    }
+    for (const bad of [10, -1, 1.5]) {
+      await assert.rejects(
+        copy(src, 'v1', dst, 'bad', { destCompression: 'gzip', destCompressionLevel: bad }),
+        {
+          code: 'ERR_INVALID_ARGUMENT',
+        },
+      );
+    }
+    await assert.rejects(copy(src, 'v1', dst, 'bad', { destCompressionLevel: 5 }), {
+      code: 'ERR_INVALID_ARGUMENT',
+    });
+    await assert.rejects(dst.resolve('bad'), { code: 'ERR_NOT_FOUND' });
+  });
+
   it('blames the source for corrupt bytes and leaves the destination without them', async (t) => {
     const { src, dst } = await layouts(t);
     const img = await makeImage({ layers: [[{ path: 'a', content: 'a'.repeat(5000) }]] });

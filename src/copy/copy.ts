@@ -66,6 +66,8 @@ export interface CopyOptions {
   readonly all?: boolean;
   /** Recompress layers to this compression. */
   readonly destCompression?: LayerCompression;
+  /** The level of that compression (gzip 0-9, default 6; zstd 1-19, default 3). */
+  readonly destCompressionLevel?: number;
   /** Rewrite media types to this manifest format. */
   readonly format?: ManifestFormat;
   /** Blob transfers in flight at once (default 4). */
@@ -188,6 +190,22 @@ export class GraphCopier {
     this.#dst = dst;
     this.#opts = opts;
     this.#sem = new Semaphore(opts.concurrency ?? 4);
+    const level = opts.destCompressionLevel;
+    if (level !== undefined) {
+      const [min, max] = opts.destCompression === 'zstd' ? [1, 19] : [0, 9];
+      if (opts.destCompression === undefined || opts.destCompression === 'none') {
+        throw new StratumError(
+          'ERR_INVALID_ARGUMENT',
+          'a compression level needs destCompression gzip or zstd',
+        );
+      }
+      if (!Number.isInteger(level) || level < min || level > max) {
+        throw new StratumError(
+          'ERR_INVALID_ARGUMENT',
+          `${opts.destCompression} compression level ${String(level)} is out of range: use an integer from ${min} to ${max}`,
+        );
+      }
+    }
   }
 
   #emit(e: CopyEvent): void {
@@ -455,8 +473,10 @@ export class GraphCopier {
             ];
             if (compression !== 'none') stages.push(decompressStream(compression));
             // gzip in blocks across cores (pigz-style, one member); zstd is multi-threaded itself
-            if (want === 'gzip') stages.push(parallelGzipStream());
-            else if (want !== 'none') stages.push(compressStream(want));
+            const level = this.#opts.destCompressionLevel;
+            const lv = level === undefined ? {} : { level };
+            if (want === 'gzip') stages.push(parallelGzipStream(lv));
+            else if (want !== 'none') stages.push(compressStream(want, lv));
             stages.push(new Counter((_n) => {}, out));
             await pipeline([stream, ...stages, createWriteStream(tmp, { flags: 'wx' })], sopts);
             return {
