@@ -36,7 +36,29 @@ function usage(): string {
   ].join('\n');
 }
 
-export async function main(argv: readonly string[]): Promise<number> {
+/**
+ * Global options given before the command (`stratum --root DIR run ...`) move to just after
+ * it, where every command parses them (and before `run`'s image, after which options end).
+ */
+export function hoistGlobals(argv: readonly string[]): string[] {
+  const globals: string[] = [];
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--root' && i + 1 < argv.length) globals.push(a, argv[++i]!);
+    else if (
+      /^--(root|tls-verify)=/.test(a) ||
+      ['--json', '-q', '--quiet', '--debug', '--tls-verify'].includes(a)
+    )
+      globals.push(a);
+    else break;
+  }
+  if (globals.length === 0 || i >= argv.length) return [...argv];
+  return [argv[i]!, ...globals, ...argv.slice(i + 1)];
+}
+
+export async function main(argvIn: readonly string[]): Promise<number> {
+  const argv = hoistGlobals(argvIn);
   const [name, ...rest] = argv;
   if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
     process.stdout.write(`${usage()}\n`);
