@@ -871,7 +871,7 @@ class Builder {
     for (const d of [upper, ovlWork, merged, empty]) await mkdir(d, { recursive: true });
     try {
       const chain = await this.#snapshots.prepare(state.layers, this.#target, this.#signalOpts());
-      const lowers = [...chain.dirs].reverse();
+      const lowers = chain.lowers;
       await mountOverlay({
         lowers: lowers.length > 0 ? lowers : [empty],
         upper,
@@ -1086,7 +1086,7 @@ class Builder {
       return { tree: SourceTree.rootfs(dir), key, release: () => rm(dir, { recursive: true, force: true }) };
     }
     const chain = await this.#snapshots.prepare(layers, this.#target, this.#signalOpts());
-    await mountOverlay({ lowers: [...chain.dirs].reverse(), target: dir });
+    await mountOverlay({ lowers: chain.lowers, target: dir });
     return {
       tree: SourceTree.rootfs(dir),
       key,

@@ -210,6 +210,12 @@ export interface ApplyResult {
   /** With `listChanges`: each changed path, in archive order. */
   readonly paths?: readonly ApplyChange[];
   readonly warnings: readonly ApplyWarning[];
+  /**
+   * Overlay form: the layer made its root opaque (`.wh..wh..opq` at the top). overlayfs
+   * ignores the opaque mark on a layer's root, so whoever mounts this layer must leave the
+   * layers below it out of the mount.
+   */
+  readonly opaqueRoot: boolean;
 }
 
 const GZIP_CHUNK = 256 * 1024;
@@ -489,10 +495,11 @@ class Applier implements TarSink {
     this.#paths = opts.listChanges ? [] : undefined;
   }
 
-  results(): Pick<ApplyResult, 'counts' | 'bytes' | 'changes' | 'warnings'> & {
+  results(): Pick<ApplyResult, 'counts' | 'bytes' | 'changes' | 'warnings' | 'opaqueRoot'> & {
     paths?: readonly ApplyChange[];
   } {
     return {
+      opaqueRoot: this.#opaqueDirs.has(''),
       counts: { ...this.#counts },
       bytes: this.#bytes,
       changes: { ...this.#changes },

@@ -327,10 +327,10 @@ export class Containers {
       );
       await this.snapshots.hold(id, chain.chainIds);
       for (const d of ['upper', 'work', 'merged', 'init']) await mkdir(join(dir, d), { mode: 0o755 });
-      await this.#writeInitLayer(join(dir, 'init'), hostname, network, [...chain.dirs].reverse());
+      await this.#writeInitLayer(join(dir, 'init'), hostname, network, chain.lowers);
       opts.signal?.throwIfAborted();
       await mountOverlay({
-        lowers: [join(dir, 'init'), ...[...chain.dirs].reverse()],
+        lowers: [join(dir, 'init'), ...chain.lowers],
         upper: join(dir, 'upper'),
         work: join(dir, 'work'),
         target: join(dir, 'merged'),

@@ -242,6 +242,35 @@ describe('Snapshots', { skip: rootSkip }, () => {
     );
   });
 
+  it('a layer that makes its root opaque hides the layers below it in the mount (overlayfs ignores a root opaque mark)', async (t) => {
+    const root = await scratch(t);
+    const { layout, layers } = await layoutWith(root, {
+      layers: [
+        [
+          { path: 'old', content: 'from below' },
+          { path: 'd/', type: 'directory' },
+          { path: 'd/x', content: 'x' },
+        ],
+        [
+          { path: '.wh..wh..opq', content: '' },
+          { path: 'new', content: 'from above' },
+        ],
+        [{ path: 'top', content: 'on top' }],
+      ],
+    });
+    const s = await Snapshots.open(join(root, 'store'));
+    const chain = await s.prepare(layers, layout);
+    assert.deepEqual(chain.lowers, [chain.dirs[2], chain.dirs[1]]);
+    const merged = join(root, 'merged');
+    await mkdir(merged);
+    await mountOverlay({ lowers: chain.lowers, target: merged });
+    const plain = join(root, 'plain');
+    await plainUnpack(layout, layers, plain);
+    const { diffs } = await compareMerged(merged, plain);
+    assert.deepEqual(diffs, []);
+    assert.deepEqual((await readdir(merged)).sort(), ['new', 'top']);
+  });
+
   it('shares the bottom of two images (one extraction of the common layer)', async (t) => {
     const root = await scratch(t);
     const base = [{ path: 'base.txt', content: 'base\n' }];

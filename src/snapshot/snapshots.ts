@@ -40,7 +40,7 @@ import { algorithmOf, type Digest, encodedOf, isDigest, parseDigest } from '../d
 import { abortError, StratumError } from '../errors/errors.js';
 import { writeFileAtomic } from '../internal/fs.js';
 import { withFileLock } from '../internal/lock.js';
-import { type ApplyWarning, applyLayer } from '../layer/apply.js';
+import { type ApplyResult, type ApplyWarning, applyLayer } from '../layer/apply.js';
 import { pidInName, processAlive } from '../layout/liveness.js';
 import { layerCompressionOf } from '../spec/media-types.js';
 import type { Descriptor } from '../spec/types.js';
@@ -67,8 +67,14 @@ export interface SnapshotLayer {
 export interface PreparedChain {
   /** Bottom first. */
   readonly chainIds: readonly Digest[];
-  /** Absolute snapshot fs dirs, bottom first (overlay lowers are these, reversed). */
+  /** Absolute snapshot fs dirs, bottom first. */
   readonly dirs: readonly string[];
+  /**
+   * The overlay lowerdirs to mount, topmost first: `dirs` reversed, ending at the topmost
+   * layer that made its root opaque (overlayfs ignores that mark on a layer's root, so the
+   * layers it hides must be left out of the mount).
+   */
+  readonly lowers: readonly string[];
 }
 
 export type SnapshotProgress =
@@ -113,6 +119,8 @@ interface SnapshotMeta {
   readonly diffId: Digest;
   readonly layer?: Descriptor;
   readonly created: string;
+  /** The layer has `.wh..wh..opq` at its root: it hides every layer below it. */
+  readonly opaqueRoot?: boolean;
 }
 
 /** The directory name of a chain: its hex for sha256, `<alg>-<hex>` otherwise. */
@@ -248,8 +256,19 @@ export class Snapshots {
     return this.#using(ids, async () => {
       await this.#lease(ids);
       await this.#prepareLeased(layers, ids, fetcher, opts);
-      return { chainIds: ids, dirs: ids.map((id) => this.dirOf(id)) };
+      return this.#chain(ids);
     });
+  }
+
+  /** A prepared chain's dirs and mount lowers (see PreparedChain.lowers). */
+  async #chain(ids: readonly Digest[]): Promise<PreparedChain> {
+    const dirs = ids.map((id) => this.dirOf(id));
+    const lowers: string[] = [];
+    for (let i = ids.length - 1; i >= 0; i--) {
+      lowers.push(dirs[i]!);
+      if ((await this.#readMeta(keyOf(ids[i]!)))?.opaqueRoot) break;
+    }
+    return { chainIds: ids, dirs, lowers };
   }
 
   async #prepareLeased(
@@ -558,6 +577,7 @@ export class Snapshots {
     onProgress?.({ type: 'layer-start', index, count, chainId, layer: desc });
     const tmp = join(this.dir, `${TMP_PREFIX}${process.pid}-${randomBytes(6).toString('hex')}`);
     const fs = join(tmp, FS);
+    let applied: ApplyResult | undefined;
     await mkdir(tmp, { mode: 0o700 });
     try {
       await mkdir(fs, { mode: 0o755 });
@@ -581,7 +601,7 @@ export class Snapshots {
           : {}),
       });
       try {
-        await applyLayer(fs, stream, {
+        applied = await applyLayer(fs, stream, {
           form: 'overlay',
           lowers,
           diffID: layer.diffId,
@@ -600,6 +620,7 @@ export class Snapshots {
         diffId: layer.diffId,
         layer: desc,
         created: new Date().toISOString(),
+        ...(applied?.opaqueRoot ? { opaqueRoot: true } : {}),
       });
     } catch (e) {
       await removeTree(tmp);
