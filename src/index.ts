@@ -49,11 +49,13 @@ export * from './ops/layers.js';
 export {
   type ContainerOpOptions,
   commit as commitImage,
+  createContainer,
   openContainers,
   type RunImageOptions,
   type RunImageResult,
   runImage,
   runImage as run,
+  startContainer,
   storeImage,
   withContainers,
 } from './ops/run.js';

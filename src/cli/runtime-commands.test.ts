@@ -210,6 +210,37 @@ describe('container commands', { skip }, () => {
     assert.match(gone.stderr, /no container "bg1" \(by name or id\) \[ERR_NOT_FOUND\]/);
   });
 
+  it('create, then start attached (-a: its output and exit code) or in the background', async () => {
+    const c = stratum(['create', '--name', 'made', IMAGE, 'sh', '-c', 'echo from made; exit 4']);
+    assert.equal(c.code, 0, c.stderr);
+    const id = c.stdout.trim();
+    assert.match(id, /^[0-9a-f]{64}$/);
+    assert.match(stratum(['ps', '-a']).stdout, /Created\s+made/);
+    const a = stratum(['start', '-a', 'made']);
+    assert.equal(a.stdout, 'from made\n');
+    assert.equal(a.code, 4);
+    // a finished container is not started again here: clearly refused
+    const again = stratum(['start', 'made']);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /exited, not created/);
+    assert.equal(stratum(['rm', 'made']).code, 0);
+
+    const bg = stratum(['create', '--name', 'bg', IMAGE, 'sh', '-c', 'echo in the background']);
+    assert.equal(bg.code, 0, bg.stderr);
+    const s = stratum(['start', 'bg']);
+    assert.equal(s.code, 0, s.stderr);
+    assert.equal(s.stdout, 'bg\n');
+    let ps = stratum(['ps', '-a']).stdout;
+    for (let i = 0; i < 200 && !/Exited \(0\)[^\n]*bg/.test(ps); i++) {
+      await new Promise((res) => setTimeout(res, 50));
+      ps = stratum(['ps', '-a']).stdout;
+    }
+    assert.match(ps, /Exited \(0\)[^\n]*bg/);
+    assert.equal(stratum(['logs', 'bg']).stdout, 'in the background\n');
+    assert.equal(stratum(['rm', 'bg']).code, 0);
+    assert.equal(stratum(['create', '-d', IMAGE]).code, 2, 'create -d is a usage error');
+  });
+
   it('run -d --rm: the monitor removes the container when it exits', async () => {
     const d = stratum(['run', '-d', '--rm', IMAGE, 'sh', '-c', 'echo bye']);
     assert.equal(d.code, 0, d.stderr);

@@ -1,4 +1,4 @@
-// The container commands: run, ps, logs, exec, stop, kill, rm, commit, volume. Each parses
+// The container commands: run, create, start, ps, logs, exec, stop, kill, rm, commit, volume. Each parses
 // its options and calls src/runtime (through src/ops); no logic of its own.
 //
 // run and exec stop reading options at the first argument that is not one (the image, or
@@ -8,10 +8,10 @@ import { readFile } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { StratumError } from '../errors/errors.js';
 import { parsePlatform } from '../image/platform.js';
-import type { ContainerOpOptions } from '../ops/run.js';
+import type { ContainerOpOptions, RunImageOptions } from '../ops/run.js';
 import type { ContainerInfo, Containers } from '../runtime/containers.js';
 import type { VolumeSpec } from '../runtime/volumes.js';
-import { GLOBAL_OPTIONS, type OptionSpec, parse, UsageError } from './args.js';
+import { GLOBAL_OPTIONS, type OptionSpec, type Parsed, parse, UsageError } from './args.js';
 import type { Command, CommandContext } from './commands.js';
 import { formatTable, help, shortDigest } from './format.js';
 
@@ -191,6 +191,67 @@ options:
   --platform OS/ARCH[/V]  pick this platform from an index
 `;
 
+/** The container a `run` or `create` command line asks for (options validated). */
+async function createOptions(
+  v: Parsed<typeof RUN_OPTIONS & typeof GLOBAL_OPTIONS>['values'],
+  command: readonly string[],
+): Promise<RunImageOptions> {
+  const network = v.network ?? 'none';
+  if (network !== 'none' && network !== 'host') {
+    throw new UsageError(`--network takes none or host, not ${JSON.stringify(network)}`);
+  }
+  if (v.pull !== undefined && v.pull !== 'missing' && v.pull !== 'never') {
+    throw new UsageError(`--pull takes missing or never, not ${JSON.stringify(v.pull)}`);
+  }
+  const { parseEnvFile } = await import('../runtime/containers.js');
+  const { parseByteSize } = await import('../runtime/spec.js');
+  const { parseVolumeSpec } = await import('../runtime/volumes.js');
+  const env: string[] = [];
+  for (const f of v['env-file'] ?? []) env.push(...parseEnvFile(await readFile(f, 'utf8')));
+  env.push(...(v.env ?? []));
+  let volumes: VolumeSpec[];
+  let memory: number | undefined;
+  let platform: ReturnType<typeof parsePlatform> | undefined;
+  try {
+    volumes = (v.volume ?? []).map(parseVolumeSpec);
+    memory = v.memory === undefined ? undefined : parseByteSize(v.memory);
+    platform = v.platform === undefined ? undefined : parsePlatform(v.platform);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const pids = v['pids-limit'] === undefined ? undefined : Number(v['pids-limit']);
+  if (pids !== undefined && (!Number.isSafeInteger(pids) || pids < 1)) {
+    throw new UsageError('--pids-limit takes a whole number of processes, at least 1');
+  }
+  const cpus = v.cpus === undefined ? undefined : Number(v.cpus);
+  if (cpus !== undefined && (!Number.isFinite(cpus) || cpus <= 0)) {
+    throw new UsageError('--cpus takes a positive number (e.g. 0.5)');
+  }
+  return {
+    ...sessionOptions(v),
+    ...(command.length > 0 ? { command } : {}),
+    ...(v.entrypoint !== undefined ? { entrypoint: v.entrypoint } : {}),
+    ...(v.name !== undefined ? { name: v.name } : {}),
+    env,
+    ...(v.workdir !== undefined ? { workdir: v.workdir } : {}),
+    ...(v.user !== undefined ? { user: v.user } : {}),
+    ...(v.hostname !== undefined ? { hostname: v.hostname } : {}),
+    network,
+    readOnly: v['read-only'] ?? false,
+    volumes,
+    resources: {
+      ...(memory !== undefined ? { memory } : {}),
+      ...(pids !== undefined ? { pids } : {}),
+      ...(cpus !== undefined ? { cpus } : {}),
+    },
+    autoRemove: v.rm ?? false,
+    tty: v.tty ?? false,
+    ...(v.runtime !== undefined ? { runtime: v.runtime } : {}),
+    ...(v.pull !== undefined ? { pull: v.pull as 'missing' | 'never' } : {}),
+    ...(platform ? { platform } : {}),
+  };
+}
+
 const runCommand: Command = {
   summary: 'Run a command in a new container',
   usage: 'stratum run [OPTIONS] IMAGE [COMMAND [ARG...]]',
@@ -207,37 +268,7 @@ const runCommand: Command = {
     const image = p.positionals[0] as string;
     if (v.detach && v.tty) throw new UsageError('a detached container cannot have a terminal (-t) here');
     if (v.detach && v.interactive) throw new UsageError('a detached container cannot read stdin (-i)');
-    const network = v.network ?? 'none';
-    if (network !== 'none' && network !== 'host') {
-      throw new UsageError(`--network takes none or host, not ${JSON.stringify(network)}`);
-    }
-    if (v.pull !== undefined && v.pull !== 'missing' && v.pull !== 'never') {
-      throw new UsageError(`--pull takes missing or never, not ${JSON.stringify(v.pull)}`);
-    }
-    const { parseEnvFile } = await import('../runtime/containers.js');
-    const { parseByteSize } = await import('../runtime/spec.js');
-    const { parseVolumeSpec } = await import('../runtime/volumes.js');
-    const env: string[] = [];
-    for (const f of v['env-file'] ?? []) env.push(...parseEnvFile(await readFile(f, 'utf8')));
-    env.push(...(v.env ?? []));
-    let volumes: VolumeSpec[];
-    let memory: number | undefined;
-    let platform: ReturnType<typeof parsePlatform> | undefined;
-    try {
-      volumes = (v.volume ?? []).map(parseVolumeSpec);
-      memory = v.memory === undefined ? undefined : parseByteSize(v.memory);
-      platform = v.platform === undefined ? undefined : parsePlatform(v.platform);
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
-    const pids = v['pids-limit'] === undefined ? undefined : Number(v['pids-limit']);
-    if (pids !== undefined && (!Number.isSafeInteger(pids) || pids < 1)) {
-      throw new UsageError('--pids-limit takes a whole number of processes, at least 1');
-    }
-    const cpus = v.cpus === undefined ? undefined : Number(v.cpus);
-    if (cpus !== undefined && (!Number.isFinite(cpus) || cpus <= 0)) {
-      throw new UsageError('--cpus takes a positive number (e.g. 0.5)');
-    }
+    const create = await createOptions(v, split.rest);
     const stdin = !v.interactive ? 'ignore' : stdinOf(ctx);
     const { runImage } = await ops();
     // this command owns SIGINT/SIGTERM: until the container exists they cancel its creation
@@ -253,28 +284,8 @@ const runCommand: Command = {
     ctx.signal.addEventListener('abort', onAbort, { once: true });
     try {
       const r = await runImage(image, {
-        ...sessionOptions(v),
-        ...(split.rest.length > 0 ? { command: split.rest } : {}),
-        ...(v.entrypoint !== undefined ? { entrypoint: v.entrypoint } : {}),
-        ...(v.name !== undefined ? { name: v.name } : {}),
-        env,
-        ...(v.workdir !== undefined ? { workdir: v.workdir } : {}),
-        ...(v.user !== undefined ? { user: v.user } : {}),
-        ...(v.hostname !== undefined ? { hostname: v.hostname } : {}),
-        network,
-        readOnly: v['read-only'] ?? false,
-        volumes,
-        resources: {
-          ...(memory !== undefined ? { memory } : {}),
-          ...(pids !== undefined ? { pids } : {}),
-          ...(cpus !== undefined ? { cpus } : {}),
-        },
-        autoRemove: v.rm ?? false,
-        tty: v.tty ?? false,
+        ...create,
         detach: v.detach ?? false,
-        ...(v.runtime !== undefined ? { runtime: v.runtime } : {}),
-        ...(v.pull !== undefined ? { pull: v.pull as 'missing' | 'never' } : {}),
-        ...(platform ? { platform } : {}),
         stdin,
         stdout: ctx.stdout,
         stderr: ctx.stderr,
@@ -298,6 +309,76 @@ const runCommand: Command = {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       ctx.signal.removeEventListener('abort', onAbort);
+    }
+  },
+};
+
+const createCommand: Command = {
+  summary: 'Create a container from an image without starting it',
+  usage: 'stratum create [OPTIONS] IMAGE [COMMAND [ARG...]]',
+  async run(argv, ctx) {
+    const split = splitAtFirstPositional(argv, RUN_OPTIONS);
+    const p = parse([...split.options, ...(split.first !== undefined ? [split.first] : [])], RUN_OPTIONS, {
+      min: 1,
+      max: 1,
+      usage: this.usage,
+    });
+    const v = p.values;
+    if (v.help)
+      return help(
+        ctx,
+        this,
+        '\nTakes the options of `stratum run` (but -d, which `start` decides); start it with `stratum start [-a] NAME`.\n',
+      );
+    if (v.detach)
+      throw new UsageError(
+        'create does not start the container: start it with `stratum start`, attached (-a) or not',
+      );
+    const { createContainer } = await ops();
+    const r = await createContainer(p.positionals[0] as string, {
+      ...(await createOptions(v, split.rest)),
+      signal: ctx.signal,
+      onPull: (name) => {
+        if (!v.quiet) ctx.stderr.write(`Unable to find image ${name} locally: pulling it\n`);
+      },
+    });
+    ctx.stdout.write(v.json ? `${JSON.stringify({ id: r.id, name: r.name })}\n` : `${r.id}\n`);
+    return 0;
+  },
+};
+
+const startCommand: Command = {
+  summary: 'Start a created container (in the background, or attached with -a)',
+  usage: 'stratum start [-a] [-i] CONTAINER',
+  ownsSignals: true,
+  async run(argv, ctx) {
+    const p = parse(
+      argv,
+      { attach: { type: 'boolean', short: 'a' }, interactive: { type: 'boolean', short: 'i' } },
+      { min: 1, max: 1, usage: this.usage },
+    );
+    const v = p.values;
+    if (v.help) return help(ctx, this);
+    if (v.interactive && !v.attach) throw new UsageError('-i needs -a: only an attached start reads stdin');
+    const { startContainer } = await ops();
+    try {
+      const r = await startContainer(p.positionals[0] as string, {
+        ...sessionOptions(v),
+        attach: v.attach ?? false,
+        stdin: v.interactive ? stdinOf(ctx) : 'ignore',
+        stdout: ctx.stdout,
+        stderr: ctx.stderr,
+        forwardSignals: true,
+      });
+      if (!v.attach) {
+        ctx.stdout.write(
+          v.json ? `${JSON.stringify({ id: r.id, name: r.container.name })}\n` : `${r.container.name}\n`,
+        );
+        return 0;
+      }
+      return r.exitCode ?? 0;
+    } catch (e) {
+      return reportStartFailure(ctx, 'start', e);
     }
   },
 };
@@ -576,6 +657,8 @@ const volumeCommand: Command = {
 
 export const runtimeCommands: Readonly<Record<string, Command>> = {
   run: runCommand,
+  create: createCommand,
+  start: startCommand,
   ps: psCommand,
   logs: logsCommand,
   exec: execCommand,

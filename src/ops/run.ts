@@ -131,6 +131,30 @@ export async function runImage(image: string, opts: RunImageOptions = {}): Promi
   });
 }
 
+/** `create`: a container from an image (pulled when missing), not started. */
+export async function createContainer(image: string, opts: RunImageOptions = {}): Promise<ContainerRecord> {
+  return withSession(opts, async (session) => {
+    const found = await storeImage(session, image, opts);
+    const containers = await openContainers(session, opts);
+    return containers.create({ ...opts, image: found.image, imageName: found.name });
+  });
+}
+
+/**
+ * `start`: start a created container — attached (resolves with its exit once it is gone) or
+ * in the background (resolves once it runs; a monitor process records its exit).
+ */
+export async function startContainer(
+  ref: string,
+  opts: ContainerOpOptions & AttachOptions & { readonly attach?: boolean } = {},
+): Promise<RunImageResult> {
+  return withContainers(opts, async (containers) => {
+    const record = await containers.records.find(ref);
+    if (!opts.attach) return { id: record.id, container: await containers.startDetached(record.id) };
+    return { id: record.id, container: record, ...(await containers.start(record.id, opts)) };
+  });
+}
+
 /** `commit`: a container's changes as a new store image named `name` (e.g. `app:2`). */
 export async function commit(
   container: string,
