@@ -34,7 +34,7 @@ import type { Digest } from '../digest/digest.js';
 import { abortError, DigestMismatchError, StratumError } from '../errors/errors.js';
 import { Image, Index } from '../image/image.js';
 import { hostPlatform } from '../image/platform.js';
-import { fsyncPath } from '../internal/fs.js';
+import { fsyncPath, makeDirs } from '../internal/fs.js';
 import { type ApplyWarning, applyLayer, type Ownership } from '../layer/apply.js';
 import { isIndexMediaType, layerCompressionOf } from '../spec/media-types.js';
 import type { Descriptor, Platform } from '../spec/types.js';
@@ -225,7 +225,7 @@ async function stage(bundle: string): Promise<{ staging: string; commit: () => P
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
   if (st === undefined) {
-    await mkdir(dirname(bundle), { recursive: true });
+    await makeDirs(dirname(bundle));
     const staging = await mkdtemp(`${bundle}.tmp-`);
     return {
       staging,

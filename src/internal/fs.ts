@@ -2,8 +2,8 @@
 
 import { randomBytes } from 'node:crypto';
 import { constants, createWriteStream } from 'node:fs';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
@@ -72,5 +72,34 @@ export async function pathExists(path: string): Promise<boolean> {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * `mkdir -p`, one directory at a time. Node's recursive mkdir never returns for a path under
+ * /proc (the kernel answers ENOENT to every attempt there and Node keeps retrying); this
+ * finds the deepest existing ancestor and creates what is missing below it, so such a path
+ * fails at once with the kernel's error.
+ */
+export async function makeDirs(path: string, mode?: number): Promise<void> {
+  const missing: string[] = [];
+  for (let p = resolve(path); ; ) {
+    try {
+      await stat(p);
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      missing.push(p);
+      const parent = dirname(p);
+      if (parent === p) break;
+      p = parent;
+    }
+  }
+  for (const d of missing.reverse()) {
+    try {
+      await mkdir(d, mode);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
   }
 }

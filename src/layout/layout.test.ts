@@ -59,6 +59,13 @@ describe('openLayout', () => {
     assert.deepEqual(await (await openLayout(dir)).roots(), []);
   });
 
+  it('a path the kernel will not create (under /proc) fails at once, not in an endless retry', {
+    timeout: 10_000,
+  }, async () => {
+    // Node's recursive mkdir retries forever there
+    await assert.rejects(openLayout('/proc/stratum-no-such/layout', { create: true }), { code: 'ENOENT' });
+  });
+
   it('create keeps an existing layout and its tags', async (t) => {
     const dir = await tempDir(t);
     const l = await openLayout(dir, { create: true });

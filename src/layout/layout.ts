@@ -28,7 +28,7 @@ import type {
 } from '../content/types.js';
 import { type Digest, isDigest, parseDigest, VerifyingStream, verifyBytes } from '../digest/digest.js';
 import { abortError, StratumError, UnsafePathError } from '../errors/errors.js';
-import { fsyncPath, tempName, writeFileAtomic } from '../internal/fs.js';
+import { fsyncPath, makeDirs, tempName, writeFileAtomic } from '../internal/fs.js';
 import { withFileLock } from '../internal/lock.js';
 import { mapLimit } from '../internal/pool.js';
 import { readAll } from '../internal/streams.js';
@@ -234,7 +234,7 @@ async function checkLayoutFile(root: string): Promise<void> {
 }
 
 async function createLayout(root: string): Promise<void> {
-  await mkdir(root, { recursive: true });
+  await makeDirs(root);
   const exists = (p: string) =>
     lstat(p).then(
       () => true,
