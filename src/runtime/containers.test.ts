@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { StratumError } from '../errors/errors.js';
+import { openStore } from '../layout/store.js';
 import { push } from '../ops/copy-image.js';
+import { importTarball } from '../ops/import.js';
 import { commit, type RunImageOptions, runImage, withContainers } from '../ops/run.js';
 import { mountsUnder } from '../snapshot/overlay.js';
 import { diskUsage } from '../snapshot/snapshots.js';
@@ -14,7 +16,7 @@ import { registryAvailable, startRegistry } from '../testing/registry.js';
 import { makeTempDir } from '../testing/tmp.js';
 import { existingCgroups } from './cgroups.js';
 import { type Containers, hasControllingTerminal } from './containers.js';
-import { makeBusyboxStore, runtimeSkipReason } from './support.test.js';
+import { makeBusyboxRootfs, makeBusyboxStore, runtimeSkipReason } from './support.test.js';
 import { parseVolumeSpec } from './volumes.js';
 
 const skip = runtimeSkipReason();
@@ -222,6 +224,47 @@ describe('containers', { skip }, () => {
     await writeFile(join(root, 'volumes', 'data2', '_data', 'f'), 'kept\n');
     const again = await run(['cat', '/v/f'], { volumes: [parseVolumeSpec('data2:/v')], autoRemove: true });
     assert.equal(again.out, 'kept\n');
+  });
+
+  it("an image's VOLUME paths get volumes of their own: filled from the image, outside the overlay, removed with the container", async () => {
+    // an image with VOLUME /data (holding a file) and VOLUME /escape, a symlink leading out
+    const rootfs = await makeBusyboxRootfs(join(dir, 'volume-rootfs'));
+    await mkdir(join(rootfs, 'data'), { mode: 0o750 });
+    await chmod(join(rootfs, 'data'), 0o750);
+    await writeFile(join(rootfs, 'data', 'seed'), 'from the image\n');
+    const outside = join(dir, 'outside-marker');
+    await mkdir(outside);
+    await writeFile(join(outside, 'host-secret'), 'no\n');
+    await symlink(outside, join(rootfs, 'escape'));
+    const tar = join(dir, 'volume.tar');
+    execFileSync('tar', ['--numeric-owner', '--owner=0', '--group=0', '-C', rootfs, '-cf', tar, '.']);
+    const store = await openStore({ root });
+    await importTarball(tar, store, 'docker.io/library/volumes:1', {
+      config: { Cmd: ['sh'], Volumes: { '/data': {}, '/escape': {} } },
+    });
+    await store.close();
+    const r = await runImage('volumes:1', {
+      root,
+      name: 'anon',
+      command: ['sh', '-c', 'cat /data/seed; echo written > /data/new; ls -A /escape; stat -c %a /data'],
+      stdout: new Collect(),
+    });
+    assert.equal(r.exitCode, 0);
+    await containers(async (c) => {
+      const info = await c.inspect('anon');
+      assert.equal(info.anonymousVolumes?.length, 2);
+      const data = c.volumes.pathOf(info.anonymousVolumes![0]!);
+      assert.equal(await readFile(join(data, 'seed'), 'utf8'), 'from the image\n');
+      assert.equal(await readFile(join(data, 'new'), 'utf8'), 'written\n');
+      assert.equal((await lstat(data)).mode & 0o777, 0o750, "the volume takes the image directory's mode");
+      assert.equal(existsSync(join(c.upperOf(info.id), 'data', 'new')), false, 'not in the upper directory');
+      // the symlink led out of the image: the volume starts empty, nothing of the host copied
+      assert.deepEqual(await readdir(c.volumes.pathOf(info.anonymousVolumes![1]!)), []);
+      await c.remove('anon');
+      assert.equal(await c.volumes.exists(info.anonymousVolumes![0]!), false);
+      assert.equal(await c.volumes.exists(info.anonymousVolumes![1]!), false);
+    });
+    assert.equal((r.container as { name: string }).name, 'anon');
   });
 
   it('--read-only makes the root file system read-only', async () => {

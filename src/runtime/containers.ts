@@ -25,7 +25,7 @@
 // runc kill + delete --force, a sweep of the cgroups (cgroups.ts), every mount under the
 // container directory (lazily when busy), the snapshot hold, the directory.
 
-import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, type StdioOptions, spawn } from 'node:child_process';
 import { closeSync, createWriteStream, existsSync, openSync } from 'node:fs';
 import {
   chmod,
@@ -45,7 +45,7 @@ import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { buildRuntimeConfig } from '../bundle/runtime-config.js';
-import { resolveUserInRootfs } from '../bundle/user.js';
+import { resolveInRoot, resolveUserInRootfs } from '../bundle/user.js';
 import type { Digest } from '../digest/digest.js';
 import { abortError, StratumError } from '../errors/errors.js';
 import type { Image } from '../image/image.js';
@@ -57,7 +57,7 @@ import type { Descriptor } from '../spec/types.js';
 import { CGROUP_PARENT, containerCgroupDirs, removeCgroups } from './cgroups.js';
 import { runtimeFailure, signalOfExitCode } from './process.js';
 import { findRuntime, Runtime } from './runc.js';
-import { containerSpec, type Resources, serializeSpec } from './spec.js';
+import { containerPath, containerSpec, type Resources, serializeSpec } from './spec.js';
 import { CONTAINER_NAME_RE, type ContainerRecord, ContainerRecords, newContainerId } from './state.js';
 import { type VolumeSpec, Volumes } from './volumes.js';
 
@@ -280,8 +280,21 @@ export class Containers {
       );
     }
     const env = resolveEnvArgs(opts.env ?? []);
-    const volumes = opts.volumes ?? [];
     const id = newContainerId();
+    // the image's VOLUME paths that no -v covers get a volume of their own, as docker does
+    const given = opts.volumes ?? [];
+    const anonymous: VolumeSpec[] = [];
+    for (const path of Object.keys(c.Volumes ?? {}).sort()) {
+      const destination = containerPath(path, `image ${opts.imageName}: volume`);
+      if (
+        given.some((v) => v.destination === destination) ||
+        anonymous.some((v) => v.destination === destination)
+      )
+        continue;
+      const source = `anon-${id.slice(0, 12)}-${anonymous.length}`;
+      anonymous.push({ type: 'volume', source, destination, readOnly: false });
+    }
+    const volumes = [...given, ...anonymous];
     const hostname = opts.hostname ?? (network === 'host' ? osHostname() : id.slice(0, 12));
     if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/.test(hostname)) {
       throw new StratumError(
@@ -305,6 +318,7 @@ export class Containers {
       tty: opts.tty ?? false,
       readOnly: opts.readOnly ?? false,
       volumes,
+      ...(anonymous.length > 0 ? { anonymousVolumes: anonymous.map((v) => v.source) } : {}),
       resources: opts.resources ?? {},
       chainIds: [],
       stopSignal: c.StopSignal || 'SIGTERM',
@@ -365,6 +379,8 @@ export class Containers {
       for (const v of volumes) {
         const source = v.type === 'volume' ? (await this.volumes.create(v.source)).path : v.source;
         if (v.type === 'bind') await mkdir(source, { recursive: true });
+        // a new anonymous volume starts with what the image has there (owner and mode too)
+        if (anonymous.includes(v)) await seedVolume(merged, v.destination, source);
         mounts.push({ source, destination: v.destination, readOnly: v.readOnly });
       }
       const user = { uid: execUser.uid, gid: execUser.gid, additionalGids: [...execUser.additionalGids] };
@@ -401,6 +417,7 @@ export class Containers {
     } catch (e) {
       await this.#destroy(id)
         .then(() => this.records.remove(id))
+        .then(() => this.#dropAnonymousVolumes(record))
         .catch(() => {});
       if (opts.signal?.aborted) throw abortError(opts.signal);
       throw e;
@@ -1001,6 +1018,16 @@ export class Containers {
     }
     await this.#destroy(r.id);
     await this.records.remove(r.id);
+    await this.#dropAnonymousVolumes(r);
+  }
+
+  /** A removed container's anonymous volumes go with it. */
+  async #dropAnonymousVolumes(r: ContainerRecord): Promise<void> {
+    for (const name of r.anonymousVolumes ?? []) {
+      await this.volumes.remove(name).catch((e: unknown) => {
+        if (!(e instanceof StratumError && e.code === 'ERR_NOT_FOUND')) throw e;
+      });
+    }
   }
 
   /**
@@ -1037,6 +1064,28 @@ export class Containers {
 }
 
 /** Normalise a signal for runc: `TERM`, `SIGTERM`, `15` -> `TERM`/`15`; unknown names are refused. */
+/**
+ * Fill a new volume with what the image has at `destination`, as docker does for a VOLUME:
+ * the path is resolved inside the root (the image's symlinks never lead out), and `cp -a`
+ * copies the directory's contents, owner and mode. Nothing there, or not a directory: empty.
+ */
+async function seedVolume(rootfs: string, destination: string, volume: string): Promise<void> {
+  const from = await resolveInRoot(rootfs, destination);
+  if (from === undefined || !(await lstat(from)).isDirectory()) return;
+  await new Promise<void>((resolve, reject) => {
+    execFile('cp', ['-a', '--', `${from}/.`, `${volume}/`], (err, _out, stderr) =>
+      err
+        ? reject(
+            new StratumError(
+              'ERR_IO',
+              `cannot fill the volume for ${destination} with the image's files: ${stderr.trim() || err.message}`,
+            ),
+          )
+        : resolve(),
+    );
+  });
+}
+
 export function normalizeSignal(signal: string): string {
   if (/^\d{1,2}$/.test(signal)) {
     const n = Number(signal);

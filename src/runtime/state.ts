@@ -51,6 +51,11 @@ export interface ContainerRecord {
   readonly tty: boolean;
   readonly readOnly: boolean;
   readonly volumes: readonly VolumeSpec[];
+  /**
+   * Volumes made for the image's VOLUME paths no `-v` covered (named `anon-<id>-<n>`); they
+   * are removed with the container.
+   */
+  readonly anonymousVolumes?: readonly string[];
   readonly resources: Resources;
   readonly chainIds: readonly Digest[];
   /** Where its cgroups are (runc places the relative `stratum/<id>` under the creator's cgroups). */
