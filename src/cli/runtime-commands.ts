@@ -157,6 +157,7 @@ const RUN_OPTIONS = {
   'pids-limit': { type: 'string' },
   cpus: { type: 'string' },
   runtime: { type: 'string' },
+  'security-opt': { type: 'string', multiple: true },
   pull: { type: 'string' },
   platform: { type: 'string' },
 } as const satisfies OptionSpec;
@@ -187,6 +188,8 @@ options:
   --pids-limit N          most processes at once
   --cpus N                CPU time, in CPUs (e.g. 0.5)
   --runtime PATH          the OCI runtime (default runc)
+  --security-opt seccomp=unconfined  no seccomp filter (default: deny kernel-level syscalls
+                          and new namespaces, as docker's default profile)
   --pull missing|never    pull when the image is missing (default), or never
   --platform OS/ARCH[/V]  pick this platform from an index
 `;
@@ -223,6 +226,11 @@ async function createOptions(
   if (pids !== undefined && (!Number.isSafeInteger(pids) || pids < 1)) {
     throw new UsageError('--pids-limit takes a whole number of processes, at least 1');
   }
+  let seccomp: 'default' | 'unconfined' = 'default';
+  for (const o of v['security-opt'] ?? []) {
+    if (o === 'seccomp=unconfined' || o === 'seccomp:unconfined') seccomp = 'unconfined';
+    else throw new UsageError(`--security-opt takes seccomp=unconfined, not ${JSON.stringify(o)}`);
+  }
   const cpus = v.cpus === undefined ? undefined : Number(v.cpus);
   if (cpus !== undefined && (!Number.isFinite(cpus) || cpus <= 0)) {
     throw new UsageError('--cpus takes a positive number (e.g. 0.5)');
@@ -238,6 +246,7 @@ async function createOptions(
     ...(v.hostname !== undefined ? { hostname: v.hostname } : {}),
     network,
     readOnly: v['read-only'] ?? false,
+    seccomp,
     volumes,
     resources: {
       ...(memory !== undefined ? { memory } : {}),

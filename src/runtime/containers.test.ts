@@ -267,6 +267,18 @@ describe('containers', { skip }, () => {
     assert.equal((r.container as { name: string }).name, 'anon');
   });
 
+  it('the default seccomp filter refuses new namespaces; --security-opt seccomp=unconfined lifts it', async () => {
+    const script = ['sh', '-c', 'unshare -U true 2>/dev/null; echo "unshare $?"; sh -c "echo child works"'];
+    const confined = await run(script, { autoRemove: true });
+    assert.equal(confined.exitCode, 0, confined.err);
+    assert.equal(confined.out, 'unshare 1\nchild works\n');
+    const unconfined = await run(script, { autoRemove: true, seccomp: 'unconfined' });
+    // a host may forbid user namespaces to everyone; then only the filter's absence is seen
+    const userns = await readFile('/proc/sys/user/max_user_namespaces', 'utf8').catch(() => '1');
+    if (Number(userns) > 0) assert.equal(unconfined.out, 'unshare 0\nchild works\n');
+    else assert.equal(unconfined.exitCode, 0);
+  });
+
   it('--read-only makes the root file system read-only', async () => {
     const r = await run(['sh', '-c', 'echo x > /x'], { readOnly: true, autoRemove: true });
     assert.notEqual(r.exitCode, 0);

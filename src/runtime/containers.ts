@@ -93,6 +93,8 @@ export interface CreateOptions {
   readonly hostname?: string;
   readonly network?: 'none' | 'host';
   readonly readOnly?: boolean;
+  /** The default seccomp filter (runtime/spec.ts DEFAULT_SECCOMP), or none. Default 'default'. */
+  readonly seccomp?: 'default' | 'unconfined';
   readonly volumes?: readonly VolumeSpec[];
   readonly resources?: Resources;
   readonly autoRemove?: boolean;
@@ -392,6 +394,7 @@ export class Containers {
         network,
         mounts,
         resources: record.resources,
+        seccomp: opts.seccomp ?? 'default',
         cgroupsPath: `${CGROUP_PARENT}/${id}`,
         annotations: {
           'org.opencontainers.image.ref.name': opts.imageName,

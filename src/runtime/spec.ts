@@ -105,7 +105,110 @@ export interface SpecOptions {
   /** Relative to the cgroup mounts, e.g. `stratum/<id>`. */
   readonly cgroupsPath?: string;
   readonly annotations?: Readonly<Record<string, string>>;
+  /** The default seccomp filter (see DEFAULT_SECCOMP), or none ('unconfined'). Default 'default'. */
+  readonly seccomp?: 'default' | 'unconfined';
 }
+
+export interface SeccompRule {
+  readonly names: readonly string[];
+  readonly action: 'SCMP_ACT_ERRNO';
+  readonly errnoRet: number;
+  readonly args?: readonly {
+    readonly index: number;
+    readonly value: number;
+    readonly valueTwo: number;
+    readonly op: string;
+  }[];
+}
+
+export interface Seccomp {
+  readonly defaultAction: 'SCMP_ACT_ALLOW';
+  readonly architectures: readonly string[];
+  readonly syscalls: readonly SeccompRule[];
+}
+
+const EPERM = 1;
+const ENOSYS = 38;
+/** clone(2) flags that make namespaces (CLONE_NEWNS ... CLONE_NEWNET, and CLONE_NEWCGROUP). */
+const CLONE_NEW = [0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000];
+
+/**
+ * The default seccomp filter: everything is allowed except what docker's default profile
+ * keeps from containers — loading kernel code, keyrings, bpf, perf, clock and swap control,
+ * reboot, quota, handle-based opens, and new namespaces (unshare, setns, clone with a
+ * CLONE_NEW* flag; clone3 answers ENOSYS so that libc falls back to clone). Most of these
+ * need capabilities a container lacks anyway; the filter also stops them for root in a
+ * container and through kernel bugs. A denylist, not docker's allowlist: new harmless
+ * syscalls keep working.
+ */
+export const DEFAULT_SECCOMP: Seccomp = {
+  defaultAction: 'SCMP_ACT_ALLOW',
+  architectures: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32', 'SCMP_ARCH_AARCH64', 'SCMP_ARCH_ARM'],
+  syscalls: [
+    {
+      names: [
+        'acct',
+        'add_key',
+        'bpf',
+        'clock_adjtime',
+        'clock_settime',
+        'create_module',
+        'delete_module',
+        'finit_module',
+        'fsconfig',
+        'fsmount',
+        'fsopen',
+        'fspick',
+        'get_kernel_syms',
+        'init_module',
+        'ioperm',
+        'iopl',
+        'kexec_file_load',
+        'kexec_load',
+        'keyctl',
+        'lookup_dcookie',
+        'mount',
+        'mount_setattr',
+        'move_mount',
+        'name_to_handle_at',
+        'nfsservctl',
+        'open_by_handle_at',
+        'open_tree',
+        'perf_event_open',
+        'pivot_root',
+        'query_module',
+        'quotactl',
+        'quotactl_fd',
+        'reboot',
+        'request_key',
+        'setns',
+        'settimeofday',
+        'stime',
+        'swapoff',
+        'swapon',
+        'sysfs',
+        '_sysctl',
+        'umount',
+        'umount2',
+        'unshare',
+        'uselib',
+        'userfaultfd',
+        'ustat',
+        'vm86',
+        'vm86old',
+      ],
+      action: 'SCMP_ACT_ERRNO',
+      errnoRet: EPERM,
+    },
+    { names: ['clone3'], action: 'SCMP_ACT_ERRNO', errnoRet: ENOSYS },
+    ...CLONE_NEW.map((flag) => ({
+      names: ['clone'],
+      action: 'SCMP_ACT_ERRNO' as const,
+      errnoRet: EPERM,
+      args: [{ index: 0, value: flag, valueTwo: flag, op: 'SCMP_CMP_MASKED_EQ' }],
+    })),
+  ],
+};
 
 // the runtime-spec types are shared with bundle/ (which writes config.json as umoci does)
 export type OciMount = RuntimeMount;
@@ -131,6 +234,7 @@ export interface OciSpec {
     readonly namespaces: readonly { readonly type: string }[];
     readonly maskedPaths: readonly string[];
     readonly readonlyPaths: readonly string[];
+    readonly seccomp?: Seccomp;
   };
 }
 
@@ -288,6 +392,7 @@ export function containerSpec(o: SpecOptions): OciSpec {
       namespaces,
       maskedPaths: [...MASKED_PATHS],
       readonlyPaths: [...READONLY_PATHS],
+      ...((o.seccomp ?? 'default') === 'default' ? { seccomp: DEFAULT_SECCOMP } : {}),
     },
   };
 }

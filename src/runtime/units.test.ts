@@ -25,6 +25,29 @@ describe('containerSpec', () => {
     assert.ok(root.linux.readonlyPaths.includes('/proc/sys'));
   });
 
+  it('has the default seccomp filter unless asked for none: namespaces and kernel-level calls denied', () => {
+    const spec = containerSpec({ rootfs: '/r', process: proc });
+    const seccomp = spec.linux.seccomp;
+    assert.ok(seccomp);
+    assert.equal(seccomp.defaultAction, 'SCMP_ACT_ALLOW');
+    const denied = seccomp.syscalls.flatMap((r) => (r.args ? [] : r.names));
+    for (const n of ['unshare', 'setns', 'mount', 'kexec_load', 'init_module', 'bpf', 'keyctl']) {
+      assert.ok(denied.includes(n), n);
+    }
+    for (const n of ['read', 'clone', 'ptrace', 'chroot']) assert.ok(!denied.includes(n), n);
+    // clone only with a CLONE_NEW* flag, one rule per flag; clone3 says ENOSYS (libc falls back)
+    const clone = seccomp.syscalls.filter((r) => r.names.includes('clone'));
+    assert.equal(clone.length, 7);
+    assert.ok(
+      clone.every((r) => r.args?.[0]?.op === 'SCMP_CMP_MASKED_EQ' && r.args[0].value === r.args[0].valueTwo),
+    );
+    assert.equal(seccomp.syscalls.find((r) => r.names.includes('clone3'))?.errnoRet, 38);
+    assert.equal(
+      containerSpec({ rootfs: '/r', process: proc, seccomp: 'unconfined' }).linux.seccomp,
+      undefined,
+    );
+  });
+
   it('has a network namespace unless the network is the host', () => {
     const types = (n: 'none' | 'host') =>
       containerSpec({ rootfs: '/r', process: proc, network: n })
