@@ -210,20 +210,30 @@ describe('container commands', { skip }, () => {
     assert.match(gone.stderr, /no container "bg1" \(by name or id\) \[ERR_NOT_FOUND\]/);
   });
 
-  it('create, then start attached (-a: its output and exit code) or in the background', async () => {
-    const c = stratum(['create', '--name', 'made', IMAGE, 'sh', '-c', 'echo from made; exit 4']);
+  it('create, then start attached (-a: its output and exit code) or in the background; start again once exited', async () => {
+    const c = stratum([
+      'create',
+      '--name',
+      'made',
+      IMAGE,
+      'sh',
+      '-c',
+      'echo run $(cat /n 2>/dev/null || echo 0); echo 1 > /n; exit 4',
+    ]);
     assert.equal(c.code, 0, c.stderr);
     const id = c.stdout.trim();
     assert.match(id, /^[0-9a-f]{64}$/);
     assert.match(stratum(['ps', '-a']).stdout, /Created\s+made/);
     const a = stratum(['start', '-a', 'made']);
-    assert.equal(a.stdout, 'from made\n');
+    assert.equal(a.stdout, 'run 0\n');
     assert.equal(a.code, 4);
-    // a finished container is not started again here: clearly refused
-    const again = stratum(['start', 'made']);
-    assert.equal(again.code, 1);
-    assert.match(again.stderr, /exited, not created/);
+    // an exited container starts again, with the changes it made
+    const again = stratum(['start', '-a', 'made']);
+    assert.equal(again.stdout, 'run 1\n');
+    assert.equal(again.code, 4);
+    assert.equal(stratum(['logs', 'made']).stdout, 'run 0\nrun 1\n');
     assert.equal(stratum(['rm', 'made']).code, 0);
+    assert.deepEqual(await mountsUnder(join(root, 'containers', id)), []);
 
     const bg = stratum(['create', '--name', 'bg', IMAGE, 'sh', '-c', 'echo in the background']);
     assert.equal(bg.code, 0, bg.stderr);

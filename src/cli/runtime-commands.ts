@@ -357,7 +357,7 @@ const createCommand: Command = {
 };
 
 const startCommand: Command = {
-  summary: 'Start a created container (in the background, or attached with -a)',
+  summary: 'Start a created or exited container (in the background, or attached with -a)',
   usage: 'stratum start [-a] [-i] CONTAINER',
   ownsSignals: true,
   async run(argv, ctx) {

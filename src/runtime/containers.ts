@@ -510,6 +510,52 @@ export class Containers {
     }
   }
 
+  /**
+   * A container that can be started: a created one as it is; an exited one made ready again
+   * — its overlay mounted anew over the same upper directory, so it starts with its changes,
+   * as docker restarts a stopped container. Claimed first (status `creating` by this process),
+   * so two starts cannot both mount it, and a crash meanwhile leaves a `dead` container that
+   * `rm` cleans.
+   */
+  async #startable(ref: string): Promise<ContainerRecord> {
+    const found = await this.records.find(ref);
+    const info = await this.inspect(found.id);
+    if (info.state === 'created') return found;
+    if (info.state !== 'exited') {
+      throw new StratumError(
+        'ERR_INVALID_ARGUMENT',
+        `container ${info.name} is ${info.state}: only a created or exited container can be started`,
+      );
+    }
+    const claimed = await this.records.update(found.id, (r) => {
+      if (r.status !== 'exited' && r.status !== 'running') return undefined;
+      const { exitCode: _e, finishedAt: _f, startedAt: _s, error: _x, monitorPid: _m, ...rest } = r;
+      return { ...rest, status: 'creating', creatorPid: process.pid };
+    });
+    if (claimed?.status !== 'creating' || claimed.creatorPid !== process.pid) {
+      throw new StratumError(
+        'ERR_INVALID_ARGUMENT',
+        `container ${info.name} changed while it was started; try again`,
+      );
+    }
+    const dir = this.dirOf(found.id);
+    await this.#runtimeFor(claimed)
+      .delete(found.id, { force: true })
+      .catch(() => {});
+    await this.#unmountAll(found.id);
+    const chain = await this.snapshots.chainOf(claimed.chainIds);
+    await mountOverlay({
+      lowers: [join(dir, 'init'), ...chain.lowers],
+      upper: join(dir, 'upper'),
+      work: join(dir, 'work'),
+      target: join(dir, 'merged'),
+    });
+    const ready = await this.records.update(found.id, (r) => ({ ...r, status: 'created' }));
+    if (!ready)
+      throw new StratumError('ERR_NOT_FOUND', `container ${info.name} was removed while it was started`);
+    return ready;
+  }
+
   async #markStarted(id: string, monitorPid: number): Promise<void> {
     await this.records.update(id, (r) => ({
       ...r,
@@ -525,13 +571,7 @@ export class Containers {
    * (the container is then `exited`, or removed with autoRemove).
    */
   async start(ref: string, io: AttachOptions = {}): Promise<ExitResult> {
-    const r = await this.records.find(ref);
-    if (r.status !== 'created') {
-      throw new StratumError(
-        'ERR_INVALID_ARGUMENT',
-        `container ${r.name} is ${r.status}, not created: it cannot be started`,
-      );
-    }
+    const r = await this.#startable(ref);
     const stdinMode =
       io.stdin === undefined || io.stdin === 'ignore'
         ? 'ignore'
@@ -628,13 +668,7 @@ export class Containers {
    * stdio on the container's log and records its exit. Resolves once the process started.
    */
   async startDetached(ref: string): Promise<ContainerRecord> {
-    const r = await this.records.find(ref);
-    if (r.status !== 'created') {
-      throw new StratumError(
-        'ERR_INVALID_ARGUMENT',
-        `container ${r.name} is ${r.status}, not created: it cannot be started`,
-      );
-    }
+    const r = await this.#startable(ref);
     if (r.tty) {
       throw new StratumError(
         'ERR_INVALID_ARGUMENT',

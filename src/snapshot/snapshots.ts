@@ -260,6 +260,22 @@ export class Snapshots {
     });
   }
 
+  /**
+   * The dirs and mount lowers of a chain already prepared (and held, so that gc keeps it):
+   * to mount it again. ERR_NOT_FOUND when a snapshot of it is missing.
+   */
+  async chainOf(ids: readonly Digest[]): Promise<PreparedChain> {
+    for (const id of ids) {
+      if (!(await this.has(id))) {
+        throw new StratumError(
+          'ERR_NOT_FOUND',
+          `snapshot ${id} is missing: the image's layers must be prepared again`,
+        );
+      }
+    }
+    return this.#chain(ids);
+  }
+
   /** A prepared chain's dirs and mount lowers (see PreparedChain.lowers). */
   async #chain(ids: readonly Digest[]): Promise<PreparedChain> {
     const dirs = ids.map((id) => this.dirOf(id));
