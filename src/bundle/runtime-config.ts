@@ -108,7 +108,8 @@ const DEFAULT_CAPS = ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'] as 
 /** Mount options of a volume (a tmpfs, as umoci makes it). */
 const VOLUME_OPTIONS = ['rw', 'nosuid', 'nodev', 'noexec', 'relatime'] as const;
 
-function defaultMounts(): RuntimeMount[] {
+/** The mounts every bundle gets (/proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys, cgroups), as umoci writes them. */
+export function defaultRuntimeMounts(): RuntimeMount[] {
   return [
     { destination: '/proc', type: 'proc', source: 'proc' },
     {
@@ -288,7 +289,7 @@ export function buildRuntimeConfig(
       .map((k) => [k, annotations[k] as string]),
   );
 
-  let mounts = defaultMounts();
+  let mounts = defaultRuntimeMounts();
   for (const vol of Object.keys(c.Volumes ?? {}).sort()) {
     mounts.push({ destination: vol, type: 'tmpfs', source: 'none', options: [...VOLUME_OPTIONS] });
   }

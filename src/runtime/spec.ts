@@ -15,11 +15,12 @@
 
 import { existsSync } from 'node:fs';
 import { isAbsolute, posix } from 'node:path';
-import type {
-  RuntimeCapabilities,
-  RuntimeMount,
-  RuntimeProcess,
-  RuntimeUser,
+import {
+  defaultRuntimeMounts,
+  type RuntimeCapabilities,
+  type RuntimeMount,
+  type RuntimeProcess,
+  type RuntimeUser,
 } from '../bundle/runtime-config.js';
 import { StratumError } from '../errors/errors.js';
 
@@ -239,35 +240,10 @@ export interface OciSpec {
 }
 
 function defaultMounts(): OciMount[] {
-  return [
-    { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
-    {
-      destination: '/dev',
-      type: 'tmpfs',
-      source: 'tmpfs',
-      options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'],
-    },
-    {
-      destination: '/dev/pts',
-      type: 'devpts',
-      source: 'devpts',
-      options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'],
-    },
-    {
-      destination: '/dev/shm',
-      type: 'tmpfs',
-      source: 'shm',
-      options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'],
-    },
-    { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
-    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
-    {
-      destination: '/sys/fs/cgroup',
-      type: 'cgroup',
-      source: 'cgroup',
-      options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'],
-    },
-  ];
+  // umoci's set (bundle/), with /proc also nosuid, noexec and nodev, as docker mounts it
+  return defaultRuntimeMounts().map((m) =>
+    m.destination === '/proc' ? { ...m, options: ['nosuid', 'noexec', 'nodev'] } : m,
+  );
 }
 
 /** A container path: absolute, normalised, not `/`. */
