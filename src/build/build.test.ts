@@ -779,7 +779,7 @@ describe('stratum build', { skip }, () => {
     assert.equal((await configOf(store, m)).config.architecture, 'amd64');
   });
 
-  it('the build command: -q prints the image id, --json prints events and a result', async (t) => {
+  it('the build command: -q prints the image digest, --json prints events and a result', async (t) => {
     const { root, ctx } = await setup(t);
     await files(ctx, { Dockerfile: 'FROM busybox\nRUN echo out > /o\nCMD ["cat", "/o"]\n' });
     const q = captureContext();
@@ -798,7 +798,7 @@ describe('stratum build', { skip }, () => {
       [1, 2, 3],
     );
     const result = lines.find((l) => l.event === 'result');
-    assert.equal(result.imageId, q.out().trim());
+    assert.equal(result.digest, q.out().trim());
     assert.equal(result.cacheHits, 2);
     assert.deepEqual(result.tags, ['docker.io/library/cli:2']);
     const p = captureContext();

@@ -2,6 +2,7 @@
 
 import type { BuildEvent } from '../build/build.js';
 import { parsePlatform } from '../image/platform.js';
+import { familiarString, parseNormalizedReference } from '../reference/reference.js';
 import { parse, UsageError } from './args.js';
 import type { Command } from './commands.js';
 import { help, shortDigest } from './format.js';
@@ -10,7 +11,8 @@ import { formatBytes } from './progress.js';
 const DETAIL = `
 Builds the Dockerfile in CONTEXT (or -f FILE) into the local store. Each instruction that
 changes files makes one layer; steps are cached in the store (build-cache/) and reused when
-nothing they depend on changed. Progress goes to stderr; the image id is printed last.
+nothing they depend on changed. Progress goes to stderr; the image's manifest digest (the ID
+'stratum images' shows) is printed last.
 
 options:
   -f, --file FILE          the Dockerfile (default CONTEXT/Dockerfile)
@@ -25,7 +27,7 @@ options:
   --pull=false             do not pull base images missing from the store
   --push DEST              copy the image to DEST too (docker://HOST/REPO:TAG, oci:DIR:TAG, ...)
   --json                   one JSON object per event, and the result
-  -q, --quiet              no progress, no RUN output: only the image id
+  -q, --quiet              no progress, no RUN output: only the manifest digest
   --tls-verify=false       do not verify registry certificates; allow plain HTTP
 `;
 
@@ -119,7 +121,7 @@ export const buildCommands: Readonly<Record<string, Command>> = {
             log(`warning: ${e.message}`);
             break;
           case 'tagged':
-            log(`Tagged ${e.ref}`);
+            log(`Tagged ${familiar(e.ref)}`);
             break;
         }
       };
@@ -144,8 +146,9 @@ export const buildCommands: Readonly<Record<string, Command>> = {
         signal: ctx.signal,
         onEvent,
       });
+      // the image is named by its manifest digest, as `images`, `inspect` and `push` name it
       if (quiet) {
-        ctx.stdout.write(`${r.imageId}\n`);
+        ctx.stdout.write(`${r.manifest.digest}\n`);
       } else if (json) {
         ctx.stdout.write(
           `${JSON.stringify({
@@ -163,11 +166,20 @@ export const buildCommands: Readonly<Record<string, Command>> = {
       } else {
         if (r.pushed) log(`Pushed ${v.push} (${r.pushed.descriptor.digest})`);
         log(
-          `Built ${r.manifest.digest} (${r.cacheHits}/${r.steps} steps cached, ${r.builtLayers} new layers)`,
+          `Built ${r.tags.length > 0 ? r.tags.map(familiar).join(', ') : 'an untagged image'} (${r.cacheHits}/${r.steps} steps cached, ${r.builtLayers} new layers; config ${shortDigest(r.imageId)})`,
         );
-        ctx.stdout.write(`${r.imageId}\n`);
+        ctx.stdout.write(`${r.manifest.digest}\n`);
       }
       return 0;
     },
   },
 };
+
+/** A store name as people write it (`docker.io/library/app:1` -> `app:1`). */
+function familiar(ref: string): string {
+  try {
+    return familiarString(parseNormalizedReference(ref));
+  } catch {
+    return ref;
+  }
+}
