@@ -29,6 +29,12 @@ export interface FetchOptions {
 export interface PushOptions {
   readonly signal?: AbortSignal;
   readonly onProgress?: (bytes: number) => void;
+  /**
+   * The caller asked `exists()` just before and was told no: a target that would check
+   * again before uploading may skip it (a registry saves a HEAD round trip per blob). Push
+   * stays idempotent either way.
+   */
+  readonly absent?: boolean;
 }
 
 export type Content = Readable | Uint8Array;

@@ -391,7 +391,8 @@ export class GraphCopier {
       this.#emit({ type: 'blob-start', descriptor: desc });
       for (let attempt = 0; ; attempt++) {
         try {
-          await this.#transfer(desc);
+          // the first attempt follows the exists() above; a retry asks again
+          await this.#transfer(desc, attempt === 0);
           break;
         } catch (e) {
           if (attempt >= BLOB_RETRIES || !worthRetrying(e) || signal.aborted) throw e;
@@ -406,7 +407,7 @@ export class GraphCopier {
   }
 
   /** Fetch a blob and push it; the stream is dropped when the push fails. */
-  async #transfer(desc: Descriptor): Promise<void> {
+  async #transfer(desc: Descriptor, checked: boolean): Promise<void> {
     const signal = this.#signal;
     const sopts = { signal };
     let seen = 0;
@@ -432,7 +433,7 @@ export class GraphCopier {
       await onSide(
         'destination',
         `push blob ${desc.digest}`,
-        () => this.#dst.push(desc, counted, sopts),
+        () => this.#dst.push(desc, counted, checked ? { ...sopts, absent: true } : sopts),
         signal,
       );
     } catch (e) {

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, it } from 'node:test';
+import { copy } from '../copy/copy.js';
 import { RegistryError, StratumError } from '../errors/errors.js';
 import { readAll } from '../internal/streams.js';
 import { MediaType } from '../spec/media-types.js';
@@ -60,6 +61,17 @@ describe('faults between client and registry', { skip }, () => {
   });
   const requestsTo = (re: RegExp, method = 'GET') =>
     proxy.requests.filter((r) => r.method === method && re.test(r.url));
+
+  it('a copy asks about each blob once: push trusts the exists() that came just before', async () => {
+    const fresh = new RegistryTarget(client, proxy.host, 'fresh');
+    await copy(direct, 'v1', fresh, 'v1');
+    const heads = requestsTo(/\/blobs\/sha256:/, 'HEAD');
+    assert.equal(heads.length, img.blobs.length - 1, 'one HEAD per blob (the manifest is not a blob)');
+    assert.equal(new Set(heads.map((r) => r.url)).size, heads.length);
+    // told `absent` for a blob that is there, a push uploads it again: still correct
+    await fresh.push(img.layers[0]!.descriptor, img.layers[0]!.bytes, { absent: true });
+    assert.ok(await fresh.exists(img.layers[0]!.descriptor));
+  });
 
   it('a connection dropped mid-blob is resumed with Range and verified', async () => {
     proxy.setPlan([

@@ -341,7 +341,7 @@ export class RegistryTarget implements Target, Deleter, Mounter, TagLister, Refe
     const what = `push blob ${this.#name(digest)}`;
     let present = false;
     try {
-      present = await this.#blobExists(digest, what, opts.signal);
+      if (!opts.absent) present = await this.#blobExists(digest, what, opts.signal);
     } catch (e) {
       if (!(content instanceof Uint8Array)) content.destroy();
       throw e;
