@@ -371,6 +371,9 @@ export class RegistryClient {
         // its 64 KiB default a blob download pauses and resumes the socket every few
         // chunks (a loopback blob came at a third of the speed)
         highWaterMark: BODY_BUFFER,
+        // undici closes a connection after every HEAD (for servers that wrongly send a body);
+        // registries answer HEAD per the HTTP spec, and a push asks one per blob: keep it
+        ...(method === 'HEAD' ? { reset: false } : {}),
       });
       if (!REDIRECTS.has(res.statusCode)) return { res, url, sameOrigin };
       const location = firstHeader(res.headers.location);

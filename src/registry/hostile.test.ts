@@ -12,12 +12,13 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { createServer as createHttps } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { digestBytes } from '../digest/digest.js';
 import { StratumError } from '../errors/errors.js';
+import { readAll } from '../internal/streams.js';
 import { MediaType } from '../spec/media-types.js';
 import { blob, makeImage } from '../testing/images.js';
 import { tempDir } from '../testing/tmp.js';
@@ -425,4 +426,52 @@ describe('TLS', () => {
       await Promise.all([strict.close(), lax.close(), f.close()]);
     }
   });
+});
+
+it('a server that sends a body with its HEAD answers cannot shift the next answer on a kept connection', async () => {
+  // connections stay open after HEAD (a push asks one per blob); the stray body must not be
+  // read as the start of the next response
+  let connections = 0;
+  const server = createNetServer((s) => {
+    connections++;
+    let buf = '';
+    s.on('data', (d: Buffer) => {
+      buf += d.toString();
+      for (let i = buf.indexOf('\r\n\r\n'); i >= 0; i = buf.indexOf('\r\n\r\n')) {
+        const which = buf.startsWith('GET') ? 'get' : 'head';
+        buf = buf.slice(i + 4);
+        s.write(`HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Which: ${which}\r\n\r\n${which.padEnd(5, '.')}`);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const client = new RegistryClient({ backoff: { initialMs: 1, maxMs: 5 } });
+  try {
+    const head = await client.request({
+      registry: host,
+      method: 'HEAD',
+      url: '/v2/a',
+      scopes: [],
+      what: 'head',
+    });
+    assert.equal(head.headers['x-which'], 'head');
+    await new Promise((done) => {
+      head.body.on('end', done);
+      head.body.resume();
+    });
+    const get = await client.request({
+      registry: host,
+      method: 'GET',
+      url: '/v2/b',
+      scopes: [],
+      what: 'get',
+    });
+    assert.equal(get.headers['x-which'], 'get');
+    assert.equal((await readAll(get.body, 100)).toString(), 'get..');
+    assert.ok(connections >= 1);
+  } finally {
+    await client.close();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
 });

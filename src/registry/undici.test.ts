@@ -33,3 +33,50 @@ it('request() through the lean Agent answers like agent.request()', async () => 
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 });
+
+it('a RegistryClient keeps its connection after a HEAD (a push asks one per blob)', async () => {
+  let connections = 0;
+  const server = createServer((req, res) => {
+    res.setHeader('content-length', '0');
+    res.statusCode = req.method === 'HEAD' ? 404 : 200;
+    res.end();
+  });
+  server.on('connection', () => {
+    connections++;
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const addr = server.address();
+  const host = `127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
+  const { RegistryClient } = await import('./client.js');
+  const client = new RegistryClient();
+  try {
+    for (let i = 0; i < 3; i++) {
+      const res = await client.request({
+        registry: host,
+        method: 'HEAD',
+        url: `/v2/app/blobs/sha256:${String(i).repeat(64)}`,
+        scopes: [],
+        what: 'check blob',
+        ok: [404],
+      });
+      await new Promise((done) => {
+        res.body.on('end', done);
+        res.body.resume();
+      });
+    }
+    const get = await client.request({
+      registry: host,
+      method: 'GET',
+      url: '/v2/',
+      scopes: [],
+      what: 'ping',
+    });
+    get.body.resume();
+    // undici closes the connection after each HEAD unless told not to: that would be 4 here
+    // (the pool may open a second one while it settles the first)
+    assert.ok(connections <= 2, `${connections} connections for 4 requests`);
+  } finally {
+    await client.close();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+});
