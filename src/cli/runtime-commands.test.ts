@@ -177,7 +177,17 @@ describe('container commands', { skip }, () => {
       ['bg1', 'running'],
       ['fg1', 'running'],
     ]);
-    assert.equal(stratum(['logs', 'bg1']).stdout, 'one\n');
+    // a detached container's output reaches its log as it writes it: wait for it a little
+    let bgLog = stratum(['logs', 'bg1']);
+    for (let i = 0; i < 100 && bgLog.stdout === ''; i++) {
+      await new Promise((res) => setTimeout(res, 50));
+      bgLog = stratum(['logs', 'bg1']);
+    }
+    assert.equal(
+      bgLog.stdout,
+      'one\n',
+      `logs said ${JSON.stringify(bgLog)}; ps -a: ${stratum(['ps', '-a']).stdout}`,
+    );
     assert.equal(stratum(['logs', 'fg1']).stdout, 'ready\n');
     const ex = stratum(['exec', 'bg1', 'sh', '-c', 'echo from exec; exit 3']);
     assert.equal(ex.code, 3);

@@ -319,7 +319,12 @@ describe('containers', { skip }, () => {
         await c.logs('oom', log);
         if (!/sub \d+/.test(log.text)) await new Promise((res) => setTimeout(res, 50));
       }
-      assert.match(log.text, /^sub 137$/m);
+      if (!/^sub 137$/m.test(log.text)) {
+        // say what happened, for a failure that could not be reproduced (seen once, under load)
+        const info = await c.inspect('oom').catch((e: unknown) => String(e));
+        const oom = await readFile(join(cg, 'memory.oom_control'), 'utf8').catch(() => '?');
+        assert.fail(`log ${JSON.stringify(log.text)}; container ${JSON.stringify(info)}; oom_control ${oom}`);
+      }
       // (memory.failcnt stays 0 on this kernel; the peak and the OOM kill count say it)
       const peak = Number((await readFile(join(cg, 'memory.max_usage_in_bytes'), 'utf8')).trim());
       assert.ok(peak >= 30 * 1024 * 1024 && peak <= 32 * 1024 * 1024, `peak ${peak}`);
