@@ -8,8 +8,7 @@
 // of the file (holes as zeros).
 
 import { pipeline, type Readable } from 'node:stream';
-import * as zlib from 'node:zlib';
-import { decompressStream, peekCompression } from '../compression/compression.js';
+import { decompressStream, gunzipStream, peekCompression } from '../compression/compression.js';
 import type { Fetcher } from '../content/types.js';
 import { type Digest, Digester } from '../digest/digest.js';
 import { abortError, DigestMismatchError, StratumError } from '../errors/errors.js';
@@ -70,26 +69,6 @@ export interface LayerStreamResult {
   readonly size: number;
 }
 
-const GZIP_CHUNK = 256 * 1024;
-
-/** gunzip with large output chunks (16 KiB chunks cost several times the time), errors as ERR_COMPRESSION. */
-function gunzip(): zlib.Gunzip {
-  const z = zlib.createGunzip({ chunkSize: GZIP_CHUNK });
-  const emit = z.emit.bind(z);
-  z.emit = ((event: string, ...args: unknown[]) => {
-    if (event === 'error' && !(args[0] instanceof StratumError)) {
-      const e = args[0] as Error & { code?: string };
-      const why =
-        e.code === 'Z_BUF_ERROR' || /unexpected end of file/i.test(e.message)
-          ? 'unexpected end of data (the stream is truncated)'
-          : e.message;
-      return emit('error', new StratumError('ERR_COMPRESSION', `corrupt gzip data: ${why}`, { cause: e }));
-    }
-    return emit(event, ...args);
-  }) as typeof z.emit;
-  return z;
-}
-
 /**
  * Stream layer `desc` from `fetcher` through `sink`. `what` names the layer in errors
  * ("layer 2 (sha256:...)"); `diffId`, when given, must be the uncompressed tar's digest.
@@ -117,7 +96,7 @@ export async function streamLayer(
     const { compression, stream } = await peekCompression(fetched);
     tar = stream;
     if (compression !== 'none') {
-      const dec = compression === 'gzip' ? gunzip() : decompressStream(compression);
+      const dec = compression === 'gzip' ? gunzipStream() : decompressStream(compression);
       tar = pipeline(stream, dec, (e) => {
         if (e) failed ??= e;
       }) as unknown as Readable;

@@ -67,8 +67,12 @@ import {
 } from 'node:fs';
 import { resolve } from 'node:path';
 import { pipeline, type Readable, Transform } from 'node:stream';
-import * as zlib from 'node:zlib';
-import { type Compression, decompressStream, peekCompression } from '../compression/compression.js';
+import {
+  type Compression,
+  decompressStream,
+  gunzipStream,
+  peekCompression,
+} from '../compression/compression.js';
 import { type Digest, Digester } from '../digest/digest.js';
 import { abortError, DigestMismatchError, StratumError, UnsafePathError } from '../errors/errors.js';
 import { type AbsoluteNames, isWithin, normalizeEntryName, parentOf, SafeRoot } from './path-safety.js';
@@ -218,7 +222,6 @@ export interface ApplyResult {
   readonly opaqueRoot: boolean;
 }
 
-const GZIP_CHUNK = 256 * 1024;
 /** How far zlib may run ahead of file creation (bytes of tar), so both cores keep working. */
 const GZIP_READ_AHEAD = 2 * 1024 * 1024;
 const TRUSTED_OVERLAY = 'trusted.overlay.';
@@ -361,7 +364,7 @@ export async function applyLayer(root: string, layer: Readable, opts: ApplyOptio
   if (compression !== 'none') {
     const dec =
       compression === 'gzip'
-        ? gunzip()
+        ? gunzipStream({ readAhead: GZIP_READ_AHEAD })
         : (decompressStream(compression) as unknown as NodeJS.ReadWriteStream);
     const counter = new Transform({
       transform(chunk: Buffer, _enc, cb) {
@@ -422,27 +425,6 @@ export async function applyLayer(root: string, layer: Readable, opts: ApplyOptio
 }
 
 /** gunzip on zlib's thread pool with large output chunks (16 KiB chunks cost ~3x the time). */
-function gunzip(): zlib.Gunzip {
-  // zlib streams pass Transform options through (readableHighWaterMark is not in ZlibOptions' type)
-  const z = zlib.createGunzip({
-    chunkSize: GZIP_CHUNK,
-    readableHighWaterMark: GZIP_READ_AHEAD,
-  } as zlib.ZlibOptions);
-  const emit = z.emit.bind(z);
-  // turn zlib's errors into ERR_COMPRESSION as compression.ts does
-  z.emit = ((event: string, ...args: unknown[]) => {
-    if (event === 'error' && !(args[0] instanceof StratumError)) {
-      const e = args[0] as Error & { code?: string };
-      const why =
-        e.code === 'Z_BUF_ERROR' || /unexpected end of file/i.test(e.message)
-          ? 'unexpected end of data (the stream is truncated)'
-          : e.message;
-      return emit('error', new StratumError('ERR_COMPRESSION', `corrupt gzip data: ${why}`, { cause: e }));
-    }
-    return emit(event, ...args);
-  }) as typeof z.emit;
-  return z;
-}
 
 /** The tar sink that does the work. */
 class Applier implements TarSink {
