@@ -104,13 +104,14 @@ export function verifiedMemberStream(
   opts: FetchOptions = {},
 ): Readable {
   if (opts.signal?.aborted) throw abortError(opts.signal);
-  const verify = new VerifyingStream({ digest: desc.digest, size: desc.size, what: `blob ${desc.digest}` });
+  const verify = new VerifyingStream({
+    digest: desc.digest,
+    size: desc.size,
+    what: `blob ${desc.digest}`,
+    onProgress: opts.onProgress,
+  });
   const src = index.stream(member);
   src.on('error', (e) => verify.destroy(e));
-  if (opts.onProgress) {
-    const cb = opts.onProgress;
-    verify.on('data', (c: Buffer) => cb(c.byteLength));
-  }
   if (opts.signal) {
     const signal = opts.signal;
     const onAbort = () => verify.destroy(abortError(signal));

@@ -84,11 +84,12 @@ export class BlobSpool {
     const dir = join(this.dir, 'blobs', algorithmOf(desc.digest));
     await mkdir(dir, { recursive: true });
     const tmp = tempName(dir);
-    const verify = new VerifyingStream({ digest: desc.digest, size: desc.size, what: `blob ${desc.digest}` });
-    if (opts.onProgress) {
-      const cb = opts.onProgress;
-      verify.on('data', (c: Buffer) => cb(c.byteLength));
-    }
+    const verify = new VerifyingStream({
+      digest: desc.digest,
+      size: desc.size,
+      what: `blob ${desc.digest}`,
+      onProgress: opts.onProgress,
+    });
     try {
       if (opts.signal?.aborted) throw abortError(opts.signal);
       await pipeline(
@@ -111,14 +112,15 @@ export class BlobSpool {
     if (!(await this.has(desc))) {
       throw new StratumError('ERR_NOT_FOUND', `${this.#what}: blob ${desc.digest} was not pushed`);
     }
-    const v = new VerifyingStream({ digest: desc.digest, size: desc.size, what: `blob ${desc.digest}` });
+    const v = new VerifyingStream({
+      digest: desc.digest,
+      size: desc.size,
+      what: `blob ${desc.digest}`,
+      onProgress: opts.onProgress,
+    });
     const src = createReadStream(this.path(desc.digest));
     src.on('error', (e) => v.destroy(e));
     v.once('close', () => src.destroy());
-    if (opts.onProgress) {
-      const cb = opts.onProgress;
-      v.on('data', (c: Buffer) => cb(c.byteLength));
-    }
     if (opts.signal) {
       const signal = opts.signal;
       const onAbort = () => v.destroy(abortError(signal));

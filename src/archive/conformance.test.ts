@@ -77,6 +77,7 @@ describeTargetConformance(
   {
     skip: {
       'push-fetch-blob': SYNTHESISED,
+      'fetch-progress': SYNTHESISED,
       'push-idempotent': SYNTHESISED,
       'image-tag-resolve': SYNTHESISED,
       retag: SYNTHESISED,

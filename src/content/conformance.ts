@@ -14,6 +14,7 @@ import { isFinalizer, isRootLister, isTagLister, type Target } from './types.js'
 
 export const ConformanceCases = [
   'push-fetch-blob',
+  'fetch-progress',
   'push-idempotent',
   'push-wrong-digest',
   'push-wrong-size',
@@ -86,6 +87,20 @@ export function describeTargetConformance(
       for (const b of img.blobs) {
         assert.equal(await t.exists(b.descriptor), true, `exists ${b.descriptor.digest}`);
         assert.deepEqual(await read(await t.fetch(b.descriptor)), b.bytes);
+      }
+    });
+
+    run('fetch-progress', async (s) => {
+      const img = await makeImage();
+      await pushImage(s.target, img, 'v1');
+      const t = await readBack(s);
+      for (const b of img.blobs) {
+        let counted = 0;
+        const stream = await t.fetch(b.descriptor, { onProgress: (n) => (counted += n) });
+        // reading starts later: counting must not set the bytes flowing before then
+        await new Promise((r) => setTimeout(r, 20));
+        assert.deepEqual(await read(stream), b.bytes, `bytes of ${b.descriptor.digest}`);
+        assert.equal(counted, b.bytes.length, `progress of ${b.descriptor.digest}`);
       }
     });
 

@@ -91,12 +91,23 @@ export class VerifyingStream extends Transform {
   readonly #expectedDigest: Digest | undefined;
   readonly #expectedSize: number | undefined;
   readonly #what: string;
+  readonly #onProgress: ((bytes: number) => void) | undefined;
   #result: Digest | undefined;
 
-  constructor(opts: { digest?: Digest; size?: number; algorithm?: Algorithm; what?: string } = {}) {
+  constructor(
+    opts: {
+      digest?: Digest;
+      size?: number;
+      algorithm?: Algorithm;
+      what?: string;
+      /** Told the size of every chunk that passes (a 'data' listener would start the flow). */
+      onProgress?: ((bytes: number) => void) | undefined;
+    } = {},
+  ) {
     super();
     this.#expectedDigest = opts.digest;
     this.#expectedSize = opts.size;
+    this.#onProgress = opts.onProgress;
     this.#what = opts.what ?? opts.digest ?? 'content';
     this.#digester = new Digester(opts.digest ? algorithmOf(opts.digest) : (opts.algorithm ?? 'sha256'));
   }
@@ -107,6 +118,7 @@ export class VerifyingStream extends Transform {
       cb(new SizeMismatchError(this.#expectedSize, this.#digester.size, this.#what));
       return;
     }
+    this.#onProgress?.(chunk.byteLength);
     cb(null, chunk);
   }
 
