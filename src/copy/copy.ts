@@ -31,7 +31,6 @@ import { fetchManifest } from '../image/image.js';
 import { formatPlatform, hostPlatform, selectPlatform } from '../image/platform.js';
 import { tempName } from '../internal/fs.js';
 import { Semaphore } from '../internal/pool.js';
-import { isVerified, markVerified } from '../internal/verified.js';
 import { parallelGzipStream } from '../layer/parallel-gzip.js';
 import {
   isManifestMediaType,
@@ -218,6 +217,14 @@ export class GraphCopier {
 
   #check(): void {
     if (this.#signal.aborted) throw abortError(this.#signal);
+  }
+
+  /** Resolves once every node started so far has finished, failed or been given up. */
+  async settled(): Promise<void> {
+    for (let n = -1; n !== this.#done.size; ) {
+      n = this.#done.size;
+      await Promise.allSettled(this.#done.values());
+    }
   }
 
   /** Copy a node (manifest, index or blob) once; concurrent callers share the work. */
@@ -415,29 +422,25 @@ export class GraphCopier {
       seen += n;
       this.#emit({ type: 'blob-progress', descriptor: desc, bytes: seen });
     };
+    // the source counts the bytes (every Fetcher reports onProgress), and the stream goes to
+    // the destination as it is: a verifying one spares it the hashing, and one that can
+    // deliver directly (a registry download) is written without a Buffer per chunk
     const stream = await onSide(
       'source',
       `fetch blob ${desc.digest}`,
-      () => this.#src.fetch(desc, sopts),
+      () => this.#src.fetch(desc, { ...sopts, onProgress }),
       signal,
     );
     markSource(stream);
-    const counted = new Counter(onProgress);
-    // `counted` ends only after `stream` ended and fails when it fails: if `stream` verifies
-    // the blob, so does `counted` (and the destination need not hash it again)
-    if (isVerified(stream, desc.digest, desc.size)) markVerified(counted, desc.digest, desc.size);
-    // pipeline forwards a source error into `counted` and keeps it observed until the
-    // destination consumes it (the push's own rejection reports it)
-    pipeline(stream, counted).catch(() => {});
     try {
       await onSide(
         'destination',
         `push blob ${desc.digest}`,
-        () => this.#dst.push(desc, counted, checked ? { ...sopts, absent: true } : sopts),
+        () => this.#dst.push(desc, stream, checked ? { ...sopts, absent: true } : sopts),
         signal,
       );
     } catch (e) {
-      if (!counted.destroyed) counted.destroy();
+      if (!stream.destroyed) stream.destroy();
       throw e;
     }
   }
@@ -593,7 +596,14 @@ export async function copy(
     }
   }
   const { platform: _p, annotations: _a, ...rootDesc } = root;
-  const written = await copier.copyNode(rootDesc, true);
+  let written: Descriptor;
+  try {
+    written = await copier.copyNode(rootDesc, true);
+  } catch (e) {
+    // the first failure aborts the rest; their clean-up (temp files) ends before we report
+    await copier.settled();
+    throw e;
+  }
   const pending = copier.rootBytes(written.digest);
   if (dstRef !== undefined && dstRef !== '' && pending && isReferencePusher(dst)) {
     await onSide('destination', `push manifest ${written.digest} as ${dstRef}`, () =>
