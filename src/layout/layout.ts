@@ -26,8 +26,23 @@ import type {
   TagLister,
   Target,
 } from '../content/types.js';
-import { type Digest, isDigest, parseDigest, VerifyingStream, verifyBytes } from '../digest/digest.js';
-import { abortError, StratumError, UnsafePathError } from '../errors/errors.js';
+import {
+  algorithmOf,
+  type Digest,
+  Digester,
+  isDigest,
+  parseDigest,
+  VerifyingStream,
+  verifyBytes,
+} from '../digest/digest.js';
+import {
+  abortError,
+  DigestMismatchError,
+  SizeMismatchError,
+  StratumError,
+  UnsafePathError,
+} from '../errors/errors.js';
+import { type DirectReadable, isDirectReadable, sinkToFile } from '../internal/direct.js';
 import { fsyncPath, makeDirs, tempName, writeFileAtomic } from '../internal/fs.js';
 import { withFileLock } from '../internal/lock.js';
 import { mapLimit } from '../internal/pool.js';
@@ -419,6 +434,8 @@ export class LayoutTarget implements Target, Deleter, RootLister, TagLister {
           await fh.close();
         }
         opts.onProgress?.(content.byteLength);
+      } else if (isDirectReadable(content)) {
+        await this.#pushDirect(content, tmp, { digest, size, what, opts });
       } else {
         const stages: (Readable | Transform | NodeJS.WritableStream)[] = [content];
         // a stream that verifies these bytes itself fails before it ends if they are wrong
@@ -436,6 +453,39 @@ export class LayoutTarget implements Target, Deleter, RootLister, TagLister {
       throw e;
     }
     await fsyncPath(dirname(path), true).catch(() => {});
+  }
+
+  /**
+   * Write a stream that delivers directly (a registry download) into `tmp`: its bytes go
+   * from the socket's buffer into the file's write buffers with no chunk allocated.
+   */
+  async #pushDirect(
+    content: DirectReadable,
+    tmp: string,
+    c: { digest: Digest; size: number; what: string; opts: PushOptions },
+  ): Promise<void> {
+    const { digest, size, what, opts } = c;
+    // a stream that verifies these bytes itself ends only if they are right
+    const digester = isVerified(content, digest, size) ? undefined : new Digester(algorithmOf(digest));
+    let seen = 0;
+    const fh = await open(tmp, 'wx', 0o644);
+    try {
+      await sinkToFile(content, fh.fd, {
+        onChunk: (view) => {
+          seen += view.byteLength;
+          if (seen > size) throw new SizeMismatchError(size, seen, what);
+          digester?.update(view);
+          opts.onProgress?.(view.byteLength);
+        },
+        signal: opts.signal,
+      });
+      if (seen !== size) throw new SizeMismatchError(size, seen, what);
+      const got = digester?.digest();
+      if (got !== undefined && got !== digest) throw new DigestMismatchError(digest, got, what);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
   }
 
   /** Read and validate index.json (afresh). */

@@ -1,13 +1,21 @@
-// A blob download that survives dropped connections. Bytes are passed on as they arrive,
-// gathered into pieces of about 512 KiB, written straight into a VerifyingStream (with its
-// backpressure pausing the body); when the body fails (or ends short of the expected size),
-// the blob is asked for again with `Range: bytes=N-` and the stream continues at byte N. A
-// registry that ignores Range and answers 200 has its first N bytes skipped. Attempts are
-// bounded, and the caller only ever sees an error or verified bytes.
+// A blob download that survives dropped connections and verifies as bytes pass. Bytes are
+// hashed where they arrive and passed on: straight to a sink that takes them directly (a
+// layout writing the blob; see internal/direct.ts), or as the stream's chunks otherwise.
+// When a body fails (or ends short of the expected size), the blob is asked for again with
+// `Range: bytes=N-` and the stream continues at byte N. A registry that ignores Range and
+// answers 200 has its first N bytes skipped. Attempts are bounded; the stream ends only
+// after the size and digest matched, so the caller only ever sees an error or verified bytes.
 
 import type { Readable } from 'node:stream';
-import { type Digest, VerifyingStream } from '../digest/digest.js';
-import { abortError, RegistryError, StratumError } from '../errors/errors.js';
+import { algorithmOf, type Digest, Digester } from '../digest/digest.js';
+import {
+  abortError,
+  DigestMismatchError,
+  RegistryError,
+  SizeMismatchError,
+  StratumError,
+} from '../errors/errors.js';
+import { type ChunkSink, DirectReadable, isDirectReadable, type SinkHandle } from '../internal/direct.js';
 import { markVerified } from '../internal/verified.js';
 import { delay } from './backoff.js';
 import { header, type RegistryResponse } from './client.js';
@@ -29,134 +37,230 @@ export interface ResumableOptions {
 
 const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+|\*)$/;
 
-/**
- * Pieces of about this size go to the verifier: the socket gives 64 KiB at most, and every
- * piece costs a trip through the stages after it (hash, progress, the destination's writes),
- * so gathering them saves more than the copy costs.
- */
-const PIECE = 512 * 1024;
-
 /** The verified byte stream of a blob, resuming after connection drops. */
-export function resumableBlobStream(opts: ResumableOptions): VerifyingStream {
-  const verifier = new VerifyingStream({ digest: opts.digest, size: opts.size, what: opts.what });
-  let current: Readable = opts.first.body;
-  let closed = false;
-  let offset = 0; // bytes received and kept (gathered or passed on)
-  let skip = 0; // bytes of the current body already received from an earlier one
-  let tries = 0;
-  let url = opts.first.url.href;
-  let gathered: Buffer[] = [];
-  let gatheredBytes = 0;
+export function resumableBlobStream(opts: ResumableOptions): BlobReader {
+  return markVerified(new BlobReader(opts), opts.digest, opts.size);
+}
 
-  /** Pass the gathered bytes on; false when the verifier wants no more for now. */
-  const flush = (): boolean => {
-    if (gatheredBytes === 0) return true;
-    const piece = gathered.length === 1 ? gathered[0]! : Buffer.concat(gathered, gatheredBytes);
-    gathered = [];
-    gatheredBytes = 0;
-    return verifier.write(piece);
+/** The current answer's body, taken directly when it can be, else read as a stream. */
+interface BodyTap {
+  pause(): void;
+  resume(): void;
+  drop(): void;
+}
+
+export class BlobReader extends DirectReadable {
+  readonly #opts: ResumableOptions;
+  readonly #digester: Digester;
+  #tap: BodyTap | undefined;
+  #started = false;
+  #paused = false;
+  /** Bytes received and kept (passed on). */
+  #offset = 0;
+  /** Bytes of the current body already received from an earlier one. */
+  #skip = 0;
+  #tries = 0;
+  #url: string;
+  #first: Readable | undefined;
+
+  constructor(opts: ResumableOptions) {
+    super({ highWaterMark: 1024 * 1024 });
+    this.#opts = opts;
+    this.#digester = new Digester(algorithmOf(opts.digest));
+    this.#url = opts.first.url.href;
+    this.#first = opts.first.body;
+    // the first body may fail (an abort, a drop) before anyone reads: keep that for later
+    this.#first.once('error', this.#onEarlyError);
+  }
+
+  #earlyError: unknown;
+  readonly #onEarlyError = (e: unknown) => {
+    this.#earlyError = e;
   };
-  const onData = (chunk: Buffer) => {
-    if (closed || verifier.destroyed) return;
-    let c = chunk;
-    if (skip > 0) {
-      if (c.byteLength <= skip) {
-        skip -= c.byteLength;
+
+  protected startFlow(): void {
+    if (this.over) return;
+    if (!this.#started) {
+      this.#started = true;
+      const first = this.#first as Readable;
+      this.#first = undefined;
+      first.off('error', this.#onEarlyError);
+      if (this.#earlyError !== undefined) {
+        first.on('error', () => {});
+        this.#bodyOver(this.#earlyError);
         return;
       }
-      c = c.subarray(skip);
-      skip = 0;
-    }
-    offset += c.byteLength;
-    opts.onProgress?.(c.byteLength);
-    gathered.push(c);
-    gatheredBytes += c.byteLength;
-    if (gatheredBytes >= PIECE && !flush()) current.pause();
-  };
-  const onDrain = () => {
-    if (!closed) current.resume();
-  };
-  const onEnd = () => {
-    detach(current);
-    flush();
-    if (offset >= opts.size || skip > 0) {
-      verifier.end(); // complete (the verifier judges the bytes)
+      this.#attach(first);
       return;
     }
-    again(undefined);
-  };
-  const onError = (e: unknown) => {
-    detach(current);
-    flush(); // what arrived before the failure is good; the next request starts after it
-    again(e);
-  };
-  function attach(body: Readable): void {
-    current = body;
+    if (this.#paused) {
+      this.#paused = false;
+      this.#tap?.resume();
+    }
+  }
+
+  protected release(): void {
+    this.#tap?.drop();
+    this.#tap = undefined;
+    if (this.#first) {
+      this.#first.off('error', this.#onEarlyError);
+      discardBody(this.#first);
+      this.#first = undefined;
+    }
+  }
+
+  #attach(body: Readable): void {
+    let live = true;
+    const onEnd = () => {
+      if (!live) return;
+      live = false;
+      this.#tap = undefined;
+      this.#bodyOver(undefined);
+    };
+    const onError = (e: unknown) => {
+      if (!live) return;
+      live = false;
+      this.#tap = undefined;
+      body.on('error', () => {}); // a late error from a body let go of is not news
+      this.#bodyOver(e);
+    };
+    if (isDirectReadable(body)) {
+      const sink: ChunkSink = {
+        write: (view) => live && this.#take(view, false),
+        end: onEnd,
+        error: onError,
+      };
+      let handle: SinkHandle;
+      try {
+        handle = body.sinkTo(sink);
+      } catch (e) {
+        onError(e);
+        return;
+      }
+      this.#tap = {
+        pause: () => {},
+        resume: () => handle.resume(),
+        drop: () => {
+          live = false;
+          handle.cancel();
+        },
+      };
+      return;
+    }
+    const onData = (chunk: Buffer) => {
+      if (live && !this.#take(chunk, true)) body.pause();
+    };
     body.on('data', onData);
     body.once('end', onEnd);
     body.once('error', onError);
-    if (verifier.writableNeedDrain) body.pause();
-  }
-  function detach(body: Readable): void {
-    body.off('data', onData);
-    body.off('end', onEnd);
-    body.off('error', onError);
-    body.on('error', () => {}); // a late error from a body let go of is not news
-  }
-  function again(failure: unknown): void {
-    reopen(failure).then(
-      (body) => {
-        if (body) attach(body);
+    this.#tap = {
+      pause: () => body.pause(),
+      resume: () => body.resume(),
+      drop: () => {
+        live = false;
+        body.off('data', onData);
+        body.on('error', () => {});
+        discardBody(body);
       },
-      (e: unknown) => verifier.destroy(e as Error),
+    };
+  }
+
+  /** Bytes of the current body; false when the consumer wants no more for now. */
+  #take(chunk: Uint8Array, owned: boolean): boolean {
+    if (this.over) return false;
+    let c = chunk;
+    if (this.#skip > 0) {
+      if (c.byteLength <= this.#skip) {
+        this.#skip -= c.byteLength;
+        return true;
+      }
+      c = c.subarray(this.#skip);
+      this.#skip = 0;
+    }
+    this.#digester.update(c);
+    this.#offset += c.byteLength;
+    if (this.#offset > this.#opts.size) {
+      this.fail(new SizeMismatchError(this.#opts.size, this.#offset, this.#opts.what));
+      return false;
+    }
+    this.#opts.onProgress?.(c.byteLength);
+    const more = owned
+      ? this.deliverOwned(Buffer.from(c.buffer, c.byteOffset, c.byteLength))
+      : this.deliver(c);
+    if (!more) this.#paused = true;
+    return more;
+  }
+
+  /** The current body ended (`failure` undefined) or failed. */
+  #bodyOver(failure: unknown): void {
+    if (this.over) return;
+    if (failure === undefined && (this.#offset >= this.#opts.size || this.#skip > 0)) {
+      this.#complete();
+      return;
+    }
+    this.#reopen(failure).then(
+      (body) => {
+        if (!body) return;
+        if (this.over) {
+          discardBody(body);
+          return;
+        }
+        this.#attach(body);
+        if (this.#paused) this.#tap?.pause();
+      },
+      (e: unknown) => this.fail(e instanceof Error ? e : new Error(String(e))),
     );
   }
+
+  /** Judge the bytes: end, or fail with the size or digest that did not match. */
+  #complete(): void {
+    const got = this.#digester.digest();
+    if (this.#offset !== this.#opts.size) {
+      this.fail(new SizeMismatchError(this.#opts.size, this.#offset, this.#opts.what));
+    } else if (got !== this.#opts.digest) {
+      this.fail(new DigestMismatchError(this.#opts.digest, got, this.#opts.what));
+    } else {
+      this.finish();
+    }
+  }
+
   /** The body to go on with, or undefined when the stream is over. */
-  async function reopen(failure: unknown): Promise<Readable | undefined> {
-    if (closed) return undefined;
+  async #reopen(failure: unknown): Promise<Readable | undefined> {
+    const opts = this.#opts;
     if (opts.signal?.aborted) throw abortError(opts.signal);
-    if (tries >= opts.attempts) {
+    if (this.#tries >= opts.attempts) {
       if (failure === undefined) {
-        verifier.end(); // ended short: the verifier reports the size
+        this.#complete(); // ended short: the size check reports it
         return undefined;
       }
-      throw transportError(opts.what, url, failure);
+      throw transportError(opts.what, this.#url, failure);
     }
-    tries++;
-    if (opts.pauseMs) await delay(opts.pauseMs(tries - 1), opts.signal);
-    const res = await opts.reopen(offset);
-    url = res.url.href;
-    if (closed) {
+    this.#tries++;
+    if (opts.pauseMs) await delay(opts.pauseMs(this.#tries - 1), opts.signal);
+    const res = await opts.reopen(this.#offset);
+    this.#url = res.url.href;
+    if (this.over) {
       discardBody(res.body);
       return undefined;
     }
     if (res.status === 206) {
       const m = CONTENT_RANGE.exec(header(res, 'content-range') ?? '');
       const start = m ? Number(m[1]) : Number.NaN;
-      if (!m || start > offset) {
+      if (!m || start > this.#offset) {
         discardBody(res.body);
         throw new RegistryError(
           'ERR_REGISTRY',
-          `${opts.what}: resuming at byte ${offset}, the registry answered an unusable range ${JSON.stringify(header(res, 'content-range') ?? '')}`,
-          { status: 206, url },
+          `${opts.what}: resuming at byte ${this.#offset}, the registry answered an unusable range ${JSON.stringify(header(res, 'content-range') ?? '')}`,
+          { status: 206, url: this.#url },
         );
       }
-      skip = offset - start;
+      this.#skip = this.#offset - start;
     } else if (res.status === 200) {
-      skip = offset;
+      this.#skip = this.#offset;
     } else {
       discardBody(res.body);
       throw new StratumError('ERR_REGISTRY', `${opts.what}: unexpected HTTP ${res.status} when resuming`);
     }
     return res.body;
   }
-
-  verifier.on('drain', onDrain);
-  verifier.on('close', () => {
-    closed = true;
-    detach(current);
-    discardBody(current);
-  });
-  attach(current);
-  return markVerified(verifier, opts.digest, opts.size);
 }

@@ -34,6 +34,7 @@ import {
   responseError,
   transportError,
 } from './http-errors.js';
+import { directGet } from './http1.js';
 import { coversScopes, mergeScopes, type ScopeSet, scopeSet } from './scopes.js';
 import { type UndiciRequest, undici } from './undici.js';
 
@@ -88,6 +89,11 @@ export interface RegistryRequest {
   readonly body?: RequestBody;
   /** Token scopes the request needs (`repository:app:pull`). */
   readonly scopes: readonly string[];
+  /**
+   * A GET whose body is bulk data (a blob): sent on a connection of its own whose body can
+   * be taken directly, without a Buffer per chunk (http1.ts).
+   */
+  readonly bulk?: boolean;
   /** What is being done, for messages: `pull manifest 127.0.0.1:5000/app:1`. */
   readonly what: string;
   /** Statuses handed back to the caller; anything else throws. Default: 200-299. */
@@ -104,6 +110,13 @@ export interface RegistryResponse {
   readonly body: Readable;
   /** The URL that answered (after redirects). */
   readonly url: URL;
+}
+
+/** An HTTP answer as either transport gives it. */
+interface Answer {
+  readonly statusCode: number;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly body: Readable;
 }
 
 /** First value of a response header. */
@@ -168,6 +181,8 @@ export class RegistryClient {
   readonly #https: ReadonlySet<string>;
   readonly #userAgent: string;
   readonly #retries: number;
+  readonly #ca: (string | Buffer)[] | undefined;
+  readonly #idleTimeoutMs: number;
   readonly #backoff: Required<BackoffOptions>;
   readonly chunkSize: number;
   readonly resumeAttempts: number;
@@ -187,17 +202,19 @@ export class RegistryClient {
     this.chunkSize = Math.max(1024, opts.chunkSize ?? Number.POSITIVE_INFINITY);
     this.resumeAttempts = Math.max(0, opts.resumeAttempts ?? 5);
     const ca = opts.ca === undefined ? undefined : Array.isArray(opts.ca) ? [...opts.ca] : [opts.ca];
+    // the system's CA bundle plus the caller's: `ca` alone would replace the system's
+    this.#ca = ca ? [...rootCertificates, ...(ca as (string | Buffer)[])] : undefined;
+    this.#idleTimeoutMs = opts.idleTimeoutMs ?? 120_000;
     const { Agent: AgentClass, request } = undici();
     this.#send = request;
     this.#agent = new AgentClass({
       keepAliveTimeout: 10_000,
       connections: opts.connections ?? 8,
-      headersTimeout: opts.idleTimeoutMs ?? 120_000,
-      bodyTimeout: opts.idleTimeoutMs ?? 120_000,
+      headersTimeout: this.#idleTimeoutMs,
+      bodyTimeout: this.#idleTimeoutMs,
       connect: {
         rejectUnauthorized: this.#tlsVerify,
-        // the system's CA bundle plus the caller's: `ca` alone would replace the system's
-        ...(ca ? { ca: [...rootCertificates, ...(ca as (string | Buffer)[])] } : {}),
+        ...(this.#ca ? { ca: this.#ca } : {}),
       },
     });
   }
@@ -250,7 +267,7 @@ export class RegistryClient {
       }
       // an upload Location that names the same host but another scheme keeps our scheme choice
       let auth: { header: string | undefined; token: CachedToken | undefined };
-      let exchanged: { res: Dispatcher.ResponseData; url: URL; sameOrigin: boolean };
+      let exchanged: { res: Answer; url: URL; sameOrigin: boolean };
       try {
         auth = await this.#authorization(req.registry, req.scopes, req.what, signal);
         bodyUsed = req.body !== undefined;
@@ -350,7 +367,7 @@ export class RegistryClient {
     start: URL,
     registryOrigin: string,
     authorization: string | undefined,
-  ): Promise<{ res: Dispatcher.ResponseData; url: URL; sameOrigin: boolean }> {
+  ): Promise<{ res: Answer; url: URL; sameOrigin: boolean }> {
     let url = start;
     let method: HttpMethod = req.method;
     let body = req.body;
@@ -360,21 +377,32 @@ export class RegistryClient {
       if (body === undefined) delete headers['content-length'];
       if (sameOrigin && authorization !== undefined) headers.authorization = authorization;
       const payload = body === undefined ? undefined : typeof body === 'function' ? body() : body;
-      const res = await this.#send(this.#agent, {
-        origin: url.origin,
-        path: `${url.pathname}${url.search}`,
-        method,
-        headers,
-        body: payload === undefined ? null : payload instanceof Uint8Array ? Buffer.from(payload) : payload,
-        signal: req.signal ?? null,
-        // undici stops reading the socket whenever this much of the body waits unread: at
-        // its 64 KiB default a blob download pauses and resumes the socket every few
-        // chunks (a loopback blob came at a third of the speed)
-        highWaterMark: BODY_BUFFER,
-        // undici closes a connection after every HEAD (for servers that wrongly send a body);
-        // registries answer HEAD per the HTTP spec, and a push asks one per blob: keep it
-        ...(method === 'HEAD' ? { reset: false } : {}),
-      });
+      const res: Answer =
+        req.bulk && method === 'GET'
+          ? await directGet({
+              url,
+              headers,
+              rejectUnauthorized: this.#tlsVerify,
+              ca: this.#ca,
+              idleTimeoutMs: this.#idleTimeoutMs,
+              signal: req.signal,
+            })
+          : await this.#send(this.#agent, {
+              origin: url.origin,
+              path: `${url.pathname}${url.search}`,
+              method,
+              headers,
+              body:
+                payload === undefined ? null : payload instanceof Uint8Array ? Buffer.from(payload) : payload,
+              signal: req.signal ?? null,
+              // undici stops reading the socket whenever this much of the body waits unread: at
+              // its 64 KiB default a blob download pauses and resumes the socket every few
+              // chunks (a loopback blob came at a third of the speed)
+              highWaterMark: BODY_BUFFER,
+              // undici closes a connection after every HEAD (for servers that wrongly send a body);
+              // registries answer HEAD per the HTTP spec, and a push asks one per blob: keep it
+              ...(method === 'HEAD' ? { reset: false } : {}),
+            });
       if (!REDIRECTS.has(res.statusCode)) return { res, url, sameOrigin };
       const location = firstHeader(res.headers.location);
       if (location === undefined) return { res, url, sameOrigin };

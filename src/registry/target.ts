@@ -271,6 +271,7 @@ export class RegistryTarget implements Target, Deleter, Mounter, TagLister, Refe
         url,
         ...(range ? { headers: { range: `bytes=${range}-` } } : {}),
         scopes: this.#pull,
+        bulk: true,
         what,
         signal: opts.signal,
         ok: range ? [200, 206] : [200],
