@@ -391,7 +391,16 @@ describe('TLS', () => {
       'subjectAltName=IP:127.0.0.1',
     ]);
     const cert = await readFile(join(dir, 'cert.pem'));
-    const server = createHttps({ key: await readFile(join(dir, 'key.pem')), cert }, (_req, res) => {
+    const blobBytes = Buffer.alloc(700_000);
+    for (let i = 0; i < blobBytes.length; i++) blobBytes[i] = (i * 31) & 0xff;
+    const server = createHttps({ key: await readFile(join(dir, 'key.pem')), cert }, (req, res) => {
+      if (req.url?.includes('/blobs/')) {
+        // a blob download (over the lean HTTP/1.1 reader), chunked to exercise both framings
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        res.write(blobBytes.subarray(0, 300_000));
+        res.end(blobBytes.subarray(300_000));
+        return;
+      }
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end('{}');
     });
@@ -404,6 +413,20 @@ describe('TLS', () => {
       await clients[1]!.ping(host);
       await clients[2]!.ping(host);
       assert.equal(clients[2]!.baseUrl(host), `https://${host}`);
+      const blobGet = (c: RegistryClient) =>
+        c.request({
+          registry: host,
+          method: 'GET',
+          url: '/v2/app/blobs/sha256:x',
+          scopes: [],
+          what: 'blob',
+          bulk: true,
+        });
+      await assert.rejects(blobGet(clients[0]!), (e) => code(e) === 'ERR_TLS');
+      for (const c of [clients[1]!, clients[2]!]) {
+        const res = await blobGet(c);
+        assert.deepEqual(await readAll(res.body, 1 << 20), blobBytes);
+      }
     } finally {
       await Promise.all(clients.map((c) => c.close()));
       server.closeAllConnections();
