@@ -52,6 +52,7 @@ import { isManifestMediaType, MediaType } from '../spec/media-types.js';
 import { checkRefName } from '../spec/ref-name.js';
 import { ANNOTATION_REF_NAME, type Descriptor, Limits } from '../spec/types.js';
 import { parseDescriptor, parseJsonLimited, parseManifestDocument } from '../spec/validate.js';
+import { BlobFileStream } from './blob-file-stream.js';
 import { pidInName, processAlive } from './liveness.js';
 import { serialized } from './serialize.js';
 
@@ -389,20 +390,14 @@ export class LayoutTarget implements Target, Deleter, RootLister, TagLister {
       throw invalidLayout(this.dir, `blob ${digest} is not a regular file`);
     }
     const what = `${this.description}: blob ${digest}`;
-    const source = fh.createReadStream({ highWaterMark: BLOB_IO_BUFFER });
-    const verifier = new VerifyingStream({ digest, size, what });
-    const stages: (Readable | Transform)[] = [source];
-    if (opts.onProgress) stages.push(new ProgressCounter(opts.onProgress));
-    stages.push(verifier);
-    // errors anywhere reach the consumer through `verifier`; destroying it closes the file
-    pipeline(stages as [Readable, ...Transform[]]).catch(() => {});
-    const signal = opts.signal;
-    if (signal) {
-      const onAbort = () => verifier.destroy(abortError(signal));
-      signal.addEventListener('abort', onAbort, { once: true });
-      verifier.once('close', () => signal.removeEventListener('abort', onAbort));
-    }
-    return markVerified(verifier, digest, size);
+    const stream = new BlobFileStream(fh, {
+      digest,
+      size,
+      what,
+      onProgress: opts.onProgress,
+      signal: opts.signal,
+    });
+    return markVerified(stream, digest, size);
   }
 
   async push(desc: Descriptor, content: Content, opts: PushOptions = {}): Promise<void> {
