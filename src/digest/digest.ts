@@ -76,8 +76,28 @@ export class Digester {
   get size(): number {
     return this.#size;
   }
+  #result: Digest | undefined;
+  /** The digest of everything hashed (hashing ends here; asking again gives the same). */
   digest(): Digest {
-    return `${this.algorithm}:${this.#hash.digest('hex')}` as Digest;
+    this.#result ??= `${this.algorithm}:${this.#hash.digest('hex')}` as Digest;
+    return this.#result;
+  }
+  /**
+   * Finish and judge everything hashed against what was expected: the size error or the
+   * digest error, or undefined when both match (an expectation left out is not checked).
+   */
+  mismatch(
+    expected: { readonly digest?: Digest | undefined; readonly size?: number | undefined },
+    what: string,
+  ): SizeMismatchError | DigestMismatchError | undefined {
+    const got = this.digest();
+    if (expected.size !== undefined && this.#size !== expected.size) {
+      return new SizeMismatchError(expected.size, this.#size, what);
+    }
+    if (expected.digest !== undefined && got !== expected.digest) {
+      return new DigestMismatchError(expected.digest, got, what);
+    }
+    return undefined;
   }
 }
 
@@ -123,17 +143,12 @@ export class VerifyingStream extends Transform {
   }
 
   override _flush(cb: TransformCallback): void {
-    const got = this.#digester.digest();
-    this.#result = got;
-    if (this.#expectedSize !== undefined && this.#digester.size !== this.#expectedSize) {
-      cb(new SizeMismatchError(this.#expectedSize, this.#digester.size, this.#what));
-      return;
-    }
-    if (this.#expectedDigest !== undefined && got !== this.#expectedDigest) {
-      cb(new DigestMismatchError(this.#expectedDigest, got, this.#what));
-      return;
-    }
-    cb();
+    const bad = this.#digester.mismatch(
+      { digest: this.#expectedDigest, size: this.#expectedSize },
+      this.#what,
+    );
+    this.#result = this.#digester.digest();
+    cb(bad);
   }
 
   /** Bytes seen so far. */

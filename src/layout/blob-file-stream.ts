@@ -6,7 +6,7 @@
 import { read } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { algorithmOf, type Digest, Digester } from '../digest/digest.js';
-import { abortError, DigestMismatchError, SizeMismatchError } from '../errors/errors.js';
+import { abortError, SizeMismatchError } from '../errors/errors.js';
 import { DirectReadable } from '../internal/direct.js';
 
 /** Bytes read at a time: every piece costs a trip through the consumer and the thread pool. */
@@ -82,15 +82,13 @@ export class BlobFileStream extends DirectReadable {
   }
 
   #complete(): void {
-    const got = this.#digester.digest();
-    if (this.#position !== this.#opts.size) {
-      this.fail(new SizeMismatchError(this.#opts.size, this.#position, this.#opts.what));
-    } else if (got !== this.#opts.digest) {
-      this.fail(new DigestMismatchError(this.#opts.digest, got, this.#opts.what));
-    } else {
-      this.#close();
-      this.finish();
+    const bad = this.#digester.mismatch(this.#opts, this.#opts.what);
+    if (bad) {
+      this.fail(bad);
+      return;
     }
+    this.#close();
+    this.finish();
   }
 
   protected release(): void {

@@ -8,13 +8,7 @@
 
 import type { Readable } from 'node:stream';
 import { algorithmOf, type Digest, Digester } from '../digest/digest.js';
-import {
-  abortError,
-  DigestMismatchError,
-  RegistryError,
-  SizeMismatchError,
-  StratumError,
-} from '../errors/errors.js';
+import { abortError, RegistryError, SizeMismatchError, StratumError } from '../errors/errors.js';
 import { type ChunkSink, DirectReadable, isDirectReadable, type SinkHandle } from '../internal/direct.js';
 import { markVerified } from '../internal/verified.js';
 import { delay } from './backoff.js';
@@ -214,14 +208,9 @@ export class BlobReader extends DirectReadable {
 
   /** Judge the bytes: end, or fail with the size or digest that did not match. */
   #complete(): void {
-    const got = this.#digester.digest();
-    if (this.#offset !== this.#opts.size) {
-      this.fail(new SizeMismatchError(this.#opts.size, this.#offset, this.#opts.what));
-    } else if (got !== this.#opts.digest) {
-      this.fail(new DigestMismatchError(this.#opts.digest, got, this.#opts.what));
-    } else {
-      this.finish();
-    }
+    const bad = this.#digester.mismatch(this.#opts, this.#opts.what);
+    if (bad) this.fail(bad);
+    else this.finish();
   }
 
   /** The body to go on with, or undefined when the stream is over. */
