@@ -1,7 +1,18 @@
-// An in-process CLI context for command tests: a signal the test can abort, an empty stdin,
-// and stdout/stderr captured as strings. Shaped like cli/commands.ts's CommandContext.
+// The CLI for tests: where the `stratum` command is (what tests and benches run, as users do),
+// and an in-process context for command tests — a signal the test can abort, an empty stdin,
+// and stdout/stderr captured as strings, shaped like cli/commands.ts's CommandContext.
 
 import { PassThrough } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+
+/** package.json's bin within dist/: the launcher of the CLI bundle (src/cli/stratum.cts). */
+export const BIN_IN_DIST = 'cli/stratum.cjs';
+
+/** The `stratum` command as users run it (spawn it with `process.execPath`). */
+export const STRATUM_BIN = fileURLToPath(new URL(`../${BIN_IN_DIST}`, import.meta.url));
+
+/** The CLI unbundled, as tsc made it (`node dist/cli/main.js`): what the bundle must equal. */
+export const CLI_MAIN = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
 export interface CapturedContext {
   readonly ctx: {
