@@ -7,9 +7,10 @@
 // `new URL('./monitor.js', import.meta.url)` and `createRequire(import.meta.url)` find what they
 // found before. Packages stay external (required from node_modules). Modules that the CLI
 // imports dynamically stay lazy: esbuild wraps them in functions run on first import().
+// `npm run build` runs it after tsc; src/testing/cli.ts runs it when tsc ran after it.
 
 import { spawnSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -44,7 +45,7 @@ const originalModuleUrl = {
 };
 
 async function bundle() {
-  await build({
+  const { outputFiles } = await build({
     // the program: main() on process.argv (main.js alone runs only when it is argv[1])
     stdin: {
       contents: "import { runCli } from './main.js';\nrunCli();\n",
@@ -66,7 +67,16 @@ async function bundle() {
     banner: { js: BANNER },
     logLevel: 'warning',
     plugins: [originalModuleUrl],
+    write: false,
   });
+  // map first, bundle last, each renamed into place: a CLI starting meanwhile (tests may make
+  // the bundle again while others run it) reads the old bundle or the new one, never half
+  outputFiles.sort((a, b) => Number(a.path === BUNDLE) - Number(b.path === BUNDLE));
+  for (const f of outputFiles) {
+    const tmp = `${f.path}.${process.pid}.tmp`;
+    await writeFile(tmp, f.contents);
+    await rename(tmp, f.path);
+  }
   // a first run: checks the bundle starts, and leaves the code cache for the next
   const r = spawnSync(process.execPath, [LAUNCHER, '--version'], { encoding: 'utf8' });
   if (r.status !== 0 || !r.stdout.startsWith('stratum ')) {

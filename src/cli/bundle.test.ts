@@ -10,10 +10,10 @@ import { readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { CLI_BUNDLE as BUNDLE } from '../testing/cli.js';
 import { tempDir } from '../testing/tmp.js';
 
 const DIST = fileURLToPath(new URL('..', import.meta.url));
-const BUNDLE = join(DIST, 'cli', 'stratum-bundle.cjs');
 const HEAVY = ['server', 'analyze', 'archive', 'bundle', 'runtime', 'build', 'snapshot'];
 
 const ESM_HELPER = 'var __esm = (fn, res, err) => function __init() {';
