@@ -2,7 +2,7 @@
 // `buildah --storage-driver vfs bud --isolation chroot --layers`, cold and cached, in the same
 // run, everything (context, stores) on tmpfs.
 //
-//   npx tsc -p . && npx tsc -p bench/build && node dist-bench/build/build-bench.js [--reps N]
+//   npm run build && npx tsc -p bench/build && node dist-bench/build/build-bench.js [--reps N]
 //
 // Input (context.ts): `ARG BASE` / `FROM $BASE`, two RUNs writing files (300 small ones; a
 // 1.3 MB one and its sha256), ENV, WORKDIR, COPY of a generated context (3,000 text files of
@@ -39,6 +39,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { STRATUM_BIN } from '../../dist/testing/cli.js';
 import { fixturesSkipReason, getFixtures } from '../../dist/testing/fixtures.js';
 import { TMP_ROOT } from '../../dist/testing/tmp.js';
 import { measure, run, TIME_BINARY } from '../copy/measure.js';
@@ -99,7 +100,7 @@ const REPS = Number(args.reps);
 if (!Number.isInteger(REPS) || REPS < 1) throw new Error('--reps takes a whole number >= 1');
 const FILES = Number(args.files);
 if (!Number.isInteger(FILES) || FILES < 1) throw new Error('--files takes a whole number >= 1');
-let CLI = join(ROOT, 'dist', 'cli', 'main.js');
+let CLI = STRATUM_BIN;
 
 type Tool = 'stratum' | 'buildah';
 /**
@@ -282,7 +283,7 @@ async function contentCheck(st: State): Promise<void> {
 async function main(): Promise<void> {
   for (const [what, path] of [
     ['GNU time (apt-get install time)', TIME_BINARY],
-    ['the stratum CLI (npx tsc -p .)', CLI],
+    ['the stratum CLI (npm run build)', CLI],
   ] as const) {
     if (!existsSync(path)) throw new Error(`${what} is missing: ${path}`);
   }

@@ -1,6 +1,6 @@
 // bench/copy: stratum's `copy` against skopeo's on the same image in the same run.
 //
-//   npx tsc -p . && npx tsc -p bench/copy && node dist-bench/copy/copy-bench.js [--reps N] [--only a,b]
+//   npm run build && npx tsc -p bench/copy && node dist-bench/copy/copy-bench.js [--reps N] [--only a,b]
 //
 // 1. generates a ~220 MB, 5-layer gzip image on tmpfs (generate.ts) as an OCI layout, and
 //    checks that skopeo reads it;
@@ -13,7 +13,7 @@
 //    checked: the manifest digest at the destination, and what each tool said it did;
 // 4. prints the medians, ratios, CPU time and peak RSS (GNU time), as a table and as
 //    markdown, and writes everything to bench/results/copy-<date>.json (report.ts).
-// Both tools run as CLI processes: `node dist/cli/main.js copy` and `skopeo copy`.
+// Both tools run as CLI processes: `stratum copy` (the bin, dist/cli/stratum.cjs) and `skopeo copy`.
 
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { MediaType } from '../../dist/spec/media-types.js';
+import { STRATUM_BIN } from '../../dist/testing/cli.js';
 import { REGISTRY_BINARY, startRegistry, type TestRegistry } from '../../dist/testing/registry.js';
 import { TMP_ROOT } from '../../dist/testing/tmp.js';
 import { type GeneratedImage, generateImage } from './generate.js';
@@ -37,7 +38,7 @@ import {
 } from './report.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const DEFAULT_CLI = join(ROOT, 'dist', 'cli', 'main.js');
+const DEFAULT_CLI = STRATUM_BIN;
 const SKOPEO = '/usr/bin/skopeo';
 const TOOLS: readonly Tool[] = ['stratum', 'skopeo'];
 
@@ -63,7 +64,7 @@ if (args.help) {
   --image-cache DIR     generate the image into DIR once and reuse it in later runs
   --node-args "..."     extra node options for stratum (e.g. --cpu-prof --cpu-prof-dir=DIR)
   --stratum-args "..."  extra \`stratum copy\` options (e.g. -j 8)
-  --stratum-cli FILE    the stratum CLI to run (default dist/cli/main.js; another build to compare)
+  --stratum-cli FILE    the stratum CLI to run (default dist/cli/stratum.cjs; another build to compare)
   --out FILE            JSON results (default bench/results/copy-<date>.json)
 `);
   process.exit(0);
@@ -262,7 +263,7 @@ async function main(): Promise<void> {
     ['GNU time (apt-get install time)', TIME_BINARY],
     ['skopeo', SKOPEO],
     ['docker-registry', REGISTRY_BINARY],
-    ['stratum CLI (npx tsc -p .)', CLI],
+    ['stratum CLI (npm run build)', CLI],
   ] as const) {
     if (!existsSync(path)) throw new Error(`${what} is missing: ${path}`);
   }

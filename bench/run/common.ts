@@ -11,6 +11,7 @@ import { copyFile, mkdir, readFile, symlink } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { BIN_IN_DIST } from '../../dist/testing/cli.js';
 import { median, run } from '../copy/measure.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -29,7 +30,7 @@ export async function snapshotDist(dir: string): Promise<string> {
   await run(['cp', '-a', join(ROOT, 'dist'), join(dir, 'dist')]);
   await copyFile(join(ROOT, 'package.json'), join(dir, 'package.json'));
   await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
-  const cli = join(dir, 'dist', 'cli', 'main.js');
+  const cli = join(dir, 'dist', BIN_IN_DIST);
   // every module the CLI may load, so that a half-rebuilt dist/ shows here and not mid-run
   const probe = await runExit([
     process.execPath,
@@ -37,9 +38,11 @@ export async function snapshotDist(dir: string): Promise<string> {
     '-e',
     `for (const m of ['cli/main.js', 'ops/run.js', 'ops/build.js', 'build/build.js', 'runtime/containers.js']) await import(${JSON.stringify(join(dir, 'dist'))} + '/' + m);`,
   ]);
-  if (probe.code !== 0) {
+  // and the bin (the CLI bundle), which also leaves its code cache in the copy
+  const bin = probe.code === 0 ? await runExit([process.execPath, cli, '--version']) : probe;
+  if (bin.code !== 0) {
     throw new Error(
-      `dist/ does not load (someone may be rebuilding it: run npx tsc -p . and try again):\n${probe.stderr.slice(-2000)}`,
+      `dist/ does not load (someone may be rebuilding it: run npm run build and try again):\n${bin.stderr.slice(-2000)}`,
     );
   }
   return cli;

@@ -2,7 +2,7 @@
 // floor) and against `umoci unpack` + `runc run` (what it takes without stratum), on the same
 // image in the same run, everything on tmpfs.
 //
-//   npx tsc -p . && npx tsc -p bench/run && node dist-bench/run/run-bench.js [--reps N]
+//   npm run build && npx tsc -p bench/run && node dist-bench/run/run-bench.js [--reps N]
 //
 // Images: `busybox` and `debian` (src/testing/fixtures.ts: busybox-static with its applets, one
 // ~1 MB layer; the debootstrap minbase rootfs, one ~95 MB gzip layer, ~6,800 entries).
@@ -37,6 +37,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { STRATUM_BIN } from '../../dist/testing/cli.js';
 import { fixturesSkipReason, getFixtures } from '../../dist/testing/fixtures.js';
 import { TMP_ROOT } from '../../dist/testing/tmp.js';
 import { measure, run, TIME_BINARY } from '../copy/measure.js';
@@ -94,7 +95,7 @@ const ALL_TOOLS: readonly Tool[] = ['stratum-warm', 'stratum-cold', 'runc', 'umo
 const TOOLS = split(args.tools) as Tool[];
 for (const t of TOOLS) if (!ALL_TOOLS.includes(t)) throw new Error(`--tools: no tool ${t}`);
 const RUNC = RUNC_CANDIDATES.find((p) => existsSync(p));
-let CLI = join(ROOT, 'dist', 'cli', 'main.js');
+let CLI = STRATUM_BIN;
 
 interface BenchImage {
   readonly name: string;
@@ -388,7 +389,7 @@ async function main(): Promise<void> {
     ['GNU time (apt-get install time)', TIME_BINARY],
     ['umoci (apt-get install umoci)', UMOCI],
     ['runc (apt-get install runc)', RUNC ?? RUNC_CANDIDATES[0]],
-    ['the stratum CLI (npx tsc -p .)', CLI],
+    ['the stratum CLI (npm run build)', CLI],
   ] as const) {
     if (path === undefined || !existsSync(path)) throw new Error(`${what} is missing: ${path}`);
   }

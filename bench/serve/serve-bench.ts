@@ -1,12 +1,12 @@
 // bench/serve: skopeo pulling the same image from `stratum serve` and from Debian's
 // docker-registry (distribution 2.8), in the same run.
 //
-//   npx tsc -p . && npx tsc -p bench/serve && node dist-bench/serve/serve-bench.js [--reps N] [--concurrency C]
+//   npm run build && npx tsc -p bench/serve && node dist-bench/serve/serve-bench.js [--reps N] [--concurrency C]
 //
 // 1. generates a ~100 MB, 5-layer gzip image on tmpfs (image.ts) as an OCI layout;
 // 2. starts both registries as processes of their own, storage on tmpfs: docker-registry
 //    with a config like src/testing/registry.ts writes (access log off), and
-//    `node dist/cli/main.js serve -q` over a fresh store (access log off too); skopeo pushes
+//    `stratum serve -q` over a fresh store (access log off too); skopeo pushes
 //    the image into each once (not measured) and the digest each serves is checked;
 // 3. single pull: N runs per registry (alternating which goes first), each
 //    `skopeo copy docker://HOST/bench:1 oci:<fresh dir>:x`, timed around the process;
@@ -25,13 +25,14 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { STRATUM_BIN } from '../../dist/testing/cli.js';
 import { freePort, REGISTRY_BINARY } from '../../dist/testing/registry.js';
 import { TMP_ROOT } from '../../dist/testing/tmp.js';
 import { median, run } from '../copy/measure.js';
 import { type BenchImage, generateImage, LAYER_MIB } from './image.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+const CLI = STRATUM_BIN;
 const SKOPEO = '/usr/bin/skopeo';
 const SERVERS = ['stratum', 'registry'] as const;
 type ServerName = (typeof SERVERS)[number];
@@ -241,7 +242,7 @@ async function main(): Promise<void> {
   for (const [what, path] of [
     ['skopeo', SKOPEO],
     ['docker-registry', REGISTRY_BINARY],
-    ['stratum CLI (npx tsc -p .)', CLI],
+    ['stratum CLI (npm run build)', CLI],
   ] as const) {
     if (!existsSync(path)) throw new Error(`${what} is missing: ${path}`);
   }

@@ -1,7 +1,7 @@
 // bench/unpack: stratum's unpack, layer apply and layer creation against umoci and GNU tar, on
 // the same images in the same run, on tmpfs and on the disk (ext4).
 //
-//   npx tsc -p . && npx tsc -p bench/unpack && node dist-bench/unpack/unpack-bench.js [--reps N]
+//   npm run build && npx tsc -p bench/unpack && node dist-bench/unpack/unpack-bench.js [--reps N]
 //
 // Images: `debian` (the debootstrap minbase fixture of src/testing/fixtures.ts: one 95 MB gzip
 // layer, ~6,800 entries) and `gen` (bench/copy/generate.ts: five gzip layers, one of them
@@ -47,6 +47,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { BIN_IN_DIST, STRATUM_BIN } from '../../dist/testing/cli.js';
 import { fixturesSkipReason, getFixtures } from '../../dist/testing/fixtures.js';
 import { TMP_ROOT } from '../../dist/testing/tmp.js';
 import { type GeneratedImage, generateImage } from '../copy/generate.js';
@@ -103,7 +104,7 @@ if (!Number.isInteger(REPS) || REPS < 1) throw new Error('--reps takes a whole n
 const split = (s: string) => s.split(/[\s,]+/).filter((x) => x !== '');
 const NODE = [process.execPath, ...split(args['node-args'])];
 /** The copy of dist/ the runs use, with its CLI and the driver (set by snapshot()). */
-let CLI = join(ROOT, 'dist', 'cli', 'main.js');
+let CLI = STRATUM_BIN;
 let DRIVER = BUILT_DRIVER;
 
 type Medium = 'tmpfs' | 'ext4';
@@ -306,7 +307,7 @@ async function snapshot(dir: string): Promise<void> {
   await copyFile(join(ROOT, 'package.json'), join(dir, 'package.json'));
   await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
   await mkdir(join(dir, 'dist-bench', 'unpack'), { recursive: true });
-  CLI = join(dir, 'dist', 'cli', 'main.js');
+  CLI = join(dir, 'dist', BIN_IN_DIST);
   DRIVER = join(dir, 'dist-bench', 'unpack', 'driver.js');
   await copyFile(BUILT_DRIVER, DRIVER);
 }
@@ -593,7 +594,7 @@ async function main(): Promise<void> {
     ['GNU time (apt-get install time)', TIME_BINARY],
     ['umoci', UMOCI],
     ['GNU tar', TAR],
-    ['the stratum CLI (npx tsc -p .)', CLI],
+    ['the stratum CLI (npm run build)', CLI],
     ['the bench driver (npx tsc -p bench/unpack)', BUILT_DRIVER],
   ] as const) {
     if (!existsSync(path)) throw new Error(`${what} is missing: ${path}`);

@@ -10,8 +10,8 @@ import { existsSync } from 'node:fs';
 import { chmod, cp, lstat, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, describe, it, type TestContext } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { unpack } from '../ops/unpack.js';
+import { STRATUM_BIN as CLI } from '../testing/cli.js';
 import {
   type FixtureImage,
   type FixtureSet,
@@ -23,7 +23,6 @@ import {
 import { tempDir } from '../testing/tmp.js';
 import { compareTrees, describeTree, type TreeEntry } from '../testing/tree.js';
 
-const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const skip = fixturesSkipReason();
 const haveRunc = spawnSync('runc', ['--version']).status === 0;
 const runcSkip = skip ?? (haveRunc ? undefined : 'runc is not installed (apt-get install runc)');

@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const CLI = fileURLToPath(new URL('./main.js', import.meta.url));
+// the `stratum` command as users run it (package.json's bin: the bundled CLI)
+const CLI = fileURLToPath(new URL('./stratum.cjs', import.meta.url));
 
 const DOCKERFILE = `FROM demo/busybox:1
 RUN mkdir -p /app && echo "this line was written by a RUN step" > /app/built.txt

@@ -6,15 +6,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { dir, file, makeTarball } from '../layer/apply-fixtures.js';
 import { openLayout } from '../layout/layout.js';
-import { captureContext } from '../testing/cli.js';
+import { STRATUM_BIN as CLI, captureContext } from '../testing/cli.js';
 import { makeImage, pushImage } from '../testing/images.js';
 import { tempDir } from '../testing/tmp.js';
 import { COMMANDS } from './commands.js';
-
-const CLI = fileURLToPath(new URL('./main.js', import.meta.url));
 
 const context = (): ReturnType<typeof captureContext> => captureContext();
 

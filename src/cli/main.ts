@@ -124,7 +124,8 @@ function invokedDirectly(): boolean {
   }
 }
 
-if (invokedDirectly()) {
+/** The CLI as a program: main() on process.argv, its result as the process's exit code. */
+export function runCli(): void {
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;
@@ -135,3 +136,6 @@ if (invokedDirectly()) {
     },
   );
 }
+
+// `node dist/cli/main.js` runs the CLI; the bundle (scripts/bundle.mjs) calls runCli() itself
+if (invokedDirectly()) runCli();

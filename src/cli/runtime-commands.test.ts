@@ -7,15 +7,14 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { containerCgroupDirs, existingDirs } from '../runtime/cgroups.js';
 import { findRuntime } from '../runtime/runc.js';
 import { makeBusyboxStore, runtimeSkipReason } from '../runtime/support.test.js';
 import { mountsUnder } from '../snapshot/overlay.js';
+import { STRATUM_BIN as CLI } from '../testing/cli.js';
 import { makeTempDir } from '../testing/tmp.js';
 import { splitAtFirstPositional } from './runtime-commands.js';
 
-const CLI = fileURLToPath(new URL('./main.js', import.meta.url));
 const skip = runtimeSkipReason();
 
 it('splits run/exec arguments at the image: what follows is the command, with its own options', () => {

@@ -9,10 +9,10 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { openLayout } from '../layout/layout.js';
 import { openStore } from '../layout/store.js';
+import { STRATUM_BIN as CLI } from '../testing/cli.js';
 import { startFaultProxy } from '../testing/fault-proxy.js';
 import { type FileSpec, makeImage, makeTar, pushImage } from '../testing/images.js';
 import { registryAvailable, startRegistry, type TestRegistry } from '../testing/registry.js';
@@ -21,7 +21,6 @@ import { copyImage, pull, push } from './copy-image.js';
 import { importTarball } from './import.js';
 
 const exec = promisify(execFile);
-const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const haveTools = registryAvailable() && existsSync('/usr/bin/skopeo');
 const skipReason = haveTools ? false : 'needs docker-registry and skopeo (scripts/setup.sh installs them)';
 

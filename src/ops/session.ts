@@ -8,7 +8,7 @@ import { RegistryClient, type RegistryClientOptions } from '../registry/client.j
 import { type CredentialSource, DockerConfigCredentials } from '../registry/credentials.js';
 import type { Descriptor } from '../spec/types.js';
 import { type Location, parseLocation } from '../transport/location.js';
-import { type Opened, openDestination, openSource } from '../transport/open.js';
+import { type OpenContext, type Opened, openDestination, openSource } from '../transport/open.js';
 
 export { defaultStoreRoot };
 
@@ -56,8 +56,16 @@ export class Session {
     return this.#store;
   }
 
-  #ctx() {
-    return { client: this.client, store: () => this.store(), tmpDir: this.tmpDir };
+  #ctx(): OpenContext {
+    const session = this;
+    return {
+      // a getter: only a registry location makes the client (and loads undici)
+      get client() {
+        return session.client;
+      },
+      store: () => this.store(),
+      tmpDir: this.tmpDir,
+    };
   }
 
   openSource(loc: Location | string): Promise<Opened> {

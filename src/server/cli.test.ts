@@ -6,7 +6,6 @@ import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { hashSync } from 'bcryptjs';
 import { parseAddr, serveCommand } from '../cli/serve-command.js';
 import { StratumError } from '../errors/errors.js';
@@ -14,12 +13,10 @@ import { openStore } from '../layout/store.js';
 import { RegistryClient } from '../registry/client.js';
 import { staticCredentials } from '../registry/credentials.js';
 import { RegistryTarget } from '../registry/target.js';
-import { captureContext } from '../testing/cli.js';
+import { STRATUM_BIN as CLI, captureContext } from '../testing/cli.js';
 import { makeImage, pushImage } from '../testing/images.js';
 import { rawRequest } from '../testing/serve.js';
 import { tempDir } from '../testing/tmp.js';
-
-const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
 const context = (): ReturnType<typeof captureContext> => captureContext();
 
