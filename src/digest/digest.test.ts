@@ -56,6 +56,22 @@ describe('digest', () => {
       { code: 'ERR_SIZE_MISMATCH' },
     );
     assert.throws(() => verifyBytes(data, EMPTY), { code: 'ERR_DIGEST_MISMATCH' });
+  });
+
+  it('never passes on every byte of wrong content (a Content-Length upload would complete)', async () => {
+    const data = Buffer.alloc(100_000, 7);
+    let passed = 0;
+    await assert.rejects(
+      pipeline(
+        Readable.from([data.subarray(0, 60_000), data.subarray(60_000)]),
+        new VerifyingStream({ digest: EMPTY, size: data.length }),
+        async (src: AsyncIterable<Buffer>) => {
+          for await (const c of src) passed += c.length;
+        },
+      ),
+      { code: 'ERR_DIGEST_MISMATCH' },
+    );
+    assert.ok(passed < data.length, `${passed} of ${data.length} bytes were passed on`);
     assert.throws(() => verifyBytes(data, EMPTY, 3), { code: 'ERR_SIZE_MISMATCH' });
   });
 });

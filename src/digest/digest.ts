@@ -103,8 +103,9 @@ export class Digester {
 
 /**
  * A pass-through that hashes what flows and counts it. If `expected` is given, a stream that
- * goes over the expected size errors at once, and one whose digest or size differs errors
- * in flush — before 'end' — so a consumer never commits unverified bytes.
+ * goes over the expected size errors at once, the chunk that completes the expected size is
+ * passed on only if the digest matches, and a short stream errors in flush — before 'end' —
+ * so a consumer never commits unverified bytes.
  */
 export class VerifyingStream extends Transform {
   readonly #digester: Digester;
@@ -137,6 +138,15 @@ export class VerifyingStream extends Transform {
     if (this.#expectedSize !== undefined && this.#digester.size > this.#expectedSize) {
       cb(new SizeMismatchError(this.#expectedSize, this.#digester.size, this.#what));
       return;
+    }
+    // the last bytes go on only once they are judged: a consumer that counts (an upload
+    // with Content-Length) must never hold all of wrong content before the stream fails
+    if (this.#expectedDigest !== undefined && this.#digester.size === this.#expectedSize) {
+      const bad = this.#digester.mismatch({ digest: this.#expectedDigest }, this.#what);
+      if (bad) {
+        cb(bad);
+        return;
+      }
     }
     this.#onProgress?.(chunk.byteLength);
     cb(null, chunk);

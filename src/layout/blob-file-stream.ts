@@ -1,7 +1,8 @@
 // A stored blob read as a verified stream, with no stages: each piece is read from the file,
 // hashed and counted where it lands, and handed on. Taken directly (a copy into another
 // layout), one buffer is read into again and again; read as a stream (an upload), each piece
-// is a fresh buffer the consumer owns. The stream ends only after size and digest matched.
+// is a fresh buffer the consumer owns. The last bytes are passed on only after size and
+// digest matched, and the stream ends after them.
 
 import { read } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
@@ -52,7 +53,9 @@ export class BlobFileStream extends DirectReadable {
     } else {
       buf = Buffer.allocUnsafeSlow(PIECE);
     }
-    read(this.#fh.fd, buf, 0, PIECE, this.#position, (err, n) => {
+    // never more than one byte past the expected end: a longer file shows in the same read
+    const want = Math.min(PIECE, this.#opts.size - this.#position + 1);
+    read(this.#fh.fd, buf, 0, want, this.#position, (err, n) => {
       this.#reading = false;
       if (this.#closed) {
         // dropped while this read was in flight: the descriptor could only be closed now
@@ -69,10 +72,17 @@ export class BlobFileStream extends DirectReadable {
         return;
       }
       this.#position += n;
-      const view = buf.subarray(0, n);
-      this.#digester.update(view);
       if (this.#position > this.#opts.size) {
         this.fail(new SizeMismatchError(this.#opts.size, this.#position, this.#opts.what));
+        return;
+      }
+      const view = buf.subarray(0, n);
+      this.#digester.update(view);
+      // the last bytes go on only once they are judged: a consumer that counts (an upload
+      // with Content-Length) must never hold all of wrong content before the stream fails
+      const bad = this.#position === this.#opts.size && this.#digester.mismatch(this.#opts, this.#opts.what);
+      if (bad) {
+        this.fail(bad);
         return;
       }
       this.#opts.onProgress?.(n);

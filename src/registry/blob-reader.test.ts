@@ -110,6 +110,35 @@ it('tiny chunks are verified too; wrong bytes fail before the end', async () => 
   await assert.rejects(readAllSlowly(s), { code: 'ERR_DIGEST_MISMATCH' });
 });
 
+it('taken directly, wrong bytes fail before the consumer holds all of them', async () => {
+  const wrong = Buffer.from(blobBytes);
+  wrong[2_000_000] = (wrong[2_000_000] ?? 0) ^ 1;
+  const s = resumableBlobStream({
+    first: answer(200, body(wrong)),
+    digest,
+    size: blobBytes.length,
+    reopen: () => Promise.reject(new Error('no need')),
+    attempts: 0,
+    what: 'test blob',
+  });
+  let passed = 0;
+  await assert.rejects(
+    new Promise((resolve, reject) => {
+      s.sinkTo({
+        write: (view) => {
+          passed += view.byteLength;
+          return true;
+        },
+        end: () => resolve(undefined),
+        error: reject,
+      });
+    }),
+    { code: 'ERR_DIGEST_MISMATCH' },
+  );
+  // a consumer that counts to the size (an upload with Content-Length) never holds all of it
+  assert.ok(passed < blobBytes.length, `${passed} of ${blobBytes.length} bytes were passed on`);
+});
+
 it('a body that ends short, with no attempts left, is a size mismatch', async () => {
   const s = resumableBlobStream({
     first: answer(200, body(blobBytes.subarray(0, 700_000))),

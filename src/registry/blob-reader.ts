@@ -171,10 +171,17 @@ export class BlobReader extends DirectReadable {
       c = c.subarray(this.#skip);
       this.#skip = 0;
     }
-    this.#digester.update(c);
     this.#offset += c.byteLength;
     if (this.#offset > this.#opts.size) {
       this.fail(new SizeMismatchError(this.#opts.size, this.#offset, this.#opts.what));
+      return false;
+    }
+    this.#digester.update(c);
+    // the last bytes go on only once they are judged: a consumer that counts (an upload
+    // with Content-Length) must never hold all of wrong content before the stream fails
+    const bad = this.#offset === this.#opts.size && this.#digester.mismatch(this.#opts, this.#opts.what);
+    if (bad) {
+      this.fail(bad);
       return false;
     }
     this.#opts.onProgress?.(c.byteLength);
