@@ -10,8 +10,13 @@ import { algorithmOf, type Digest, Digester } from '../digest/digest.js';
 import { abortError, SizeMismatchError } from '../errors/errors.js';
 import { DirectReadable } from '../internal/direct.js';
 
-/** Bytes read at a time: every piece costs a trip through the consumer and the thread pool. */
-const PIECE = 512 * 1024;
+/**
+ * Blob files are read in pieces of this size (and a layout's stream writes buffer this much):
+ * every piece costs a trip through the consumer, the hash and the thread pool, so 512 KiB
+ * pieces instead of 64 KiB ones cut that work 8-fold. (1 MiB saved 6% more CPU pushing to a
+ * registry, but added 11 MiB to the peak RSS with 4 blobs in flight.)
+ */
+export const BLOB_PIECE = 512 * 1024;
 
 export interface BlobFileStreamOptions {
   readonly digest: Digest;
@@ -35,7 +40,7 @@ export class BlobFileStream extends DirectReadable {
 
   /** Takes ownership of `fh` (closed when the stream ends, fails or is dropped). */
   constructor(fh: FileHandle, opts: BlobFileStreamOptions) {
-    super({ highWaterMark: PIECE });
+    super({ highWaterMark: BLOB_PIECE });
     this.#fh = fh;
     this.#opts = opts;
     this.#digester = new Digester(algorithmOf(opts.digest));
@@ -48,13 +53,13 @@ export class BlobFileStream extends DirectReadable {
     this.#reading = true;
     let buf: Buffer;
     if (this.direct) {
-      this.#reused ??= Buffer.allocUnsafeSlow(PIECE);
+      this.#reused ??= Buffer.allocUnsafeSlow(BLOB_PIECE);
       buf = this.#reused;
     } else {
-      buf = Buffer.allocUnsafeSlow(PIECE);
+      buf = Buffer.allocUnsafeSlow(BLOB_PIECE);
     }
     // never more than one byte past the expected end: a longer file shows in the same read
-    const want = Math.min(PIECE, this.#opts.size - this.#position + 1);
+    const want = Math.min(BLOB_PIECE, this.#opts.size - this.#position + 1);
     read(this.#fh.fd, buf, 0, want, this.#position, (err, n) => {
       this.#reading = false;
       if (this.#closed) {
